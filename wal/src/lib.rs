@@ -1,0 +1,1 @@
+//! Segmented, memory-mapped write-ahead log (work in progress).

@@ -542,6 +542,11 @@ impl ConfChangeI {
         match entry.entry_type {
             EntryType::Normal => Err(DecodeError("not a configuration change entry")),
             EntryType::ConfChange => ConfChange::decode(&entry.data).map(ConfChangeI::V1),
+            // Empty data is the empty change that leaves a joint configuration
+            // (what a leader proposes to auto-leave).
+            EntryType::ConfChangeV2 if entry.data.is_empty() => {
+                Ok(ConfChangeI::V2(ConfChangeV2::default()))
+            }
             EntryType::ConfChangeV2 => ConfChangeV2::decode(&entry.data).map(ConfChangeI::V2),
         }
     }

@@ -2,8 +2,11 @@
 //! mirroring the design of etcd's raft library.
 #![deny(missing_docs)]
 
+pub mod confchange;
 pub mod error;
+pub mod quorum;
 pub mod storage;
+pub mod tracker;
 pub mod types;
 
 pub use error::{Error, Result, StorageError};

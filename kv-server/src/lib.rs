@@ -1,0 +1,1 @@
+//! kv-server library: the node loop, peer transport, client API and state machine.

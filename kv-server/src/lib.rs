@@ -1,1 +1,9 @@
 //! kv-server library: the node loop, peer transport, client API and state machine.
+
+pub mod api;
+pub mod binary;
+pub mod client_port;
+pub mod http;
+pub mod metrics;
+pub mod state_machine;
+pub mod testing;

@@ -1,0 +1,122 @@
+//! The server side of one `KVB1` connection.
+
+use std::future::Future;
+use std::time::Instant;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inbound, RequestFrame, ResponseFrame, ServerCodec};
+use crate::api::{Backend, Limits};
+use crate::metrics::Metrics;
+
+/// Requests one connection may have in flight; past it the connection stops reading until
+/// one completes, so a client that pipelines without bound is slowed, not buffered.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Serves one connection whose preamble has been read, until the client closes it, a frame
+/// without an id arrives, `shutdown` is cancelled (then in-flight requests are answered
+/// first) or `force` is cancelled (then everything is dropped).
+///
+/// Requests of one connection run concurrently inside this task (no task per request): the
+/// futures are polled by one `FuturesUnordered`, and each answer is written as it completes.
+pub(crate) async fn serve_connection<B: Backend>(
+    stream: TcpStream,
+    backend: B,
+    limits: Limits,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    let mut framed = Framed::new(stream, ServerCodec::new(limits.max_request_frame()));
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = force.cancelled() => return,
+            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
+                if write_responses(&mut framed, response, &mut in_flight).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.cancelled(), if reading => reading = false,
+            inbound = framed.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match inbound {
+                Some(Ok(Inbound::Request(frame))) => {
+                    in_flight.push(execute(backend.clone(), limits, frame));
+                }
+                Some(Ok(Inbound::Rejected { id, error })) => {
+                    let response = ResponseFrame { id, result: Err(error) };
+                    if framed.send(response).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "closing binary connection");
+                    reading = false;
+                }
+                None => reading = false,
+            },
+        }
+    }
+    let _ = framed.flush().await;
+}
+
+/// Writes `first` and every other response already complete, then flushes once: answers
+/// that finish together leave in one write.
+async fn write_responses<F: Future<Output = ResponseFrame>>(
+    framed: &mut Framed<TcpStream, ServerCodec>,
+    first: ResponseFrame,
+    in_flight: &mut FuturesUnordered<F>,
+) -> std::io::Result<()> {
+    framed.feed(first).await?;
+    while let Some(Some(next)) = in_flight.next().now_or_never() {
+        framed.feed(next).await?;
+    }
+    framed.flush().await
+}
+
+async fn execute<B: Backend>(backend: B, limits: Limits, frame: RequestFrame) -> ResponseFrame {
+    let start = Instant::now();
+    let op = frame.request.op_name();
+    let result = match frame.request.check(&limits) {
+        Ok(request) => backend.call(request).await,
+        Err(e) => Err(e),
+    };
+    record(backend.metrics(), op, &result, start);
+    ResponseFrame {
+        id: frame.id,
+        result,
+    }
+}
+
+fn record<T>(
+    metrics: &Metrics,
+    op: &str,
+    result: &Result<T, crate::api::ApiError>,
+    start: Instant,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind.name(),
+    };
+    metrics
+        .counter_with(
+            "kv_binary_requests_total",
+            "Binary-protocol requests by operation and outcome.",
+            &[("op", op), ("outcome", outcome)],
+        )
+        .inc();
+    metrics
+        .histogram_with(
+            "kv_binary_request_duration_seconds",
+            "Binary-protocol request latency by operation.",
+            &[("op", op)],
+        )
+        .observe(start.elapsed());
+}

@@ -174,6 +174,8 @@ impl<S: Storage> RaftLog<S> {
     /// # Panics
     /// If a conflicting entry is at or below the commit index (a committed
     /// entry would be overwritten: the log is corrupt or the leader broken).
+    /// In debug builds, also if `a` is not [valid](LogSlice::valid): the
+    /// caller validates what it receives and rejects malformed slices.
     pub fn maybe_append(&mut self, a: LogSlice, committed: u64) -> Option<u64> {
         debug_assert!(a.valid().is_ok(), "invalid log slice: {:?}", a.valid());
         if !self.match_term(a.prev) {
@@ -240,8 +242,8 @@ impl<S: Storage> RaftLog<S> {
     ///
     /// A follower rejecting an append uses it to hint where the leader
     /// should retry, and the leader to skip a whole term of mismatching
-    /// entries per round trip instead of one entry (Raft thesis §5.3's
-    /// optimisation).
+    /// entries per round trip instead of one entry (the optimisation the
+    /// Raft paper sketches at the end of §5.3; thesis §3.5).
     ///
     /// # Panics
     /// On a storage error other than `Compacted` or `Unavailable`.

@@ -410,6 +410,14 @@ proptest! {
                     prop_assert_eq!(log.committed(), to);
                 }
                 LOp::Apply { allow_unstable, defer } => {
+                    // Only committed entries, and without allow_unstable
+                    // only persisted ones (below the unstable offset).
+                    let max_appliable = if allow_unstable {
+                        log.committed()
+                    } else {
+                        log.committed().min(log.unstable().offset() - 1)
+                    };
+                    prop_assert_eq!(log.max_appliable_index(allow_unstable), max_appliable);
                     let has = log.has_next_committed_ents(allow_unstable);
                     let ents = log.next_committed_ents(allow_unstable);
                     prop_assert_eq!(has, !ents.is_empty());
@@ -417,23 +425,22 @@ proptest! {
                         has,
                         !m.paused
                             && !log.has_next_or_in_progress_snapshot()
-                            && log.applying() < log.max_appliable_index(allow_unstable)
+                            && log.applying() < max_appliable
                     );
                     if let Some(e) = ents.last() {
                         let lo = log.applying() + 1;
                         prop_assert_eq!(ents[0].index, lo);
-                        prop_assert!(e.index <= log.max_appliable_index(allow_unstable));
+                        prop_assert!(e.index <= max_appliable);
                         // All the appliable entries, or cut by the size
                         // limit (at least one entry).
-                        let hi = log.max_appliable_index(allow_unstable) + 1;
+                        let hi = max_appliable + 1;
                         let room = max_applying - m.applying_size;
                         prop_assert_eq!(&ents, &expected_slice(&m, lo, hi, room));
                         let size = entries_size(&ents);
                         let index = e.index;
                         log.accept_applying(index, size, allow_unstable);
                         m.applying_size += size;
-                        m.paused = m.applying_size >= max_applying
-                            || index < log.max_appliable_index(allow_unstable);
+                        m.paused = m.applying_size >= max_applying || index < max_appliable;
                         m.applies.push_back((index, size));
                         if !defer {
                             while let Some((i, s)) = m.applies.pop_front() {

@@ -141,7 +141,10 @@ mod tests {
             (Box::new(|c| c.heartbeat_tick = 0), "heartbeat_tick"),
             (Box::new(|c| c.election_tick = 1), "election_tick"),
             (Box::new(|c| c.max_inflight_msgs = 0), "max_inflight_msgs"),
-            (Box::new(|c| c.max_inflight_bytes = 10), "max_inflight_bytes"),
+            (
+                Box::new(|c| c.max_inflight_bytes = 10),
+                "max_inflight_bytes",
+            ),
             (
                 Box::new(|c| {
                     c.read_only_option = ReadOnlyOption::LeaseBased;

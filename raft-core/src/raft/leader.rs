@@ -124,12 +124,10 @@ impl<S: Storage> Raft<S> {
                 // after a failure) before the next append.
                 pr.msg_app_flow_paused = true;
             }
-            MessageType::Unreachable => {
-                // An optimistic pipeline to an unreachable node has most likely
-                // lost messages: fall back to probing.
-                if pr.state == ProgressState::Replicate {
-                    pr.become_probe();
-                }
+            // An optimistic pipeline to an unreachable node has most likely
+            // lost messages: fall back to probing.
+            MessageType::Unreachable if pr.state == ProgressState::Replicate => {
+                pr.become_probe();
             }
             MessageType::TransferLeader => {
                 if pr.is_learner {

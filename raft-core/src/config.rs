@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn every_bad_setting_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.id = 0), "id"),
             (Box::new(|c| c.heartbeat_tick = 0), "heartbeat_tick"),
             (Box::new(|c| c.election_tick = 1), "election_tick"),

@@ -136,12 +136,16 @@ mod tests {
 
     #[test]
     fn every_bad_setting_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.id = 0), "id"),
             (Box::new(|c| c.heartbeat_tick = 0), "heartbeat_tick"),
             (Box::new(|c| c.election_tick = 1), "election_tick"),
             (Box::new(|c| c.max_inflight_msgs = 0), "max_inflight_msgs"),
-            (Box::new(|c| c.max_inflight_bytes = 10), "max_inflight_bytes"),
+            (
+                Box::new(|c| c.max_inflight_bytes = 10),
+                "max_inflight_bytes",
+            ),
             (
                 Box::new(|c| {
                     c.read_only_option = ReadOnlyOption::LeaseBased;

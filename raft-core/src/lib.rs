@@ -93,7 +93,9 @@ pub mod types;
 
 pub use config::Config;
 pub use error::{Error, Result, StorageError};
+pub use log_unstable::Unstable;
 pub use raft::Raft;
+pub use raft_log::{NO_LIMIT, RaftLog};
 pub use raw_node::{RawNode, Ready, SnapshotStatus};
 pub use read_only::ReadOnlyOption;
 pub use status::Status;

@@ -20,8 +20,8 @@ use crate::read_only::{ReadOnly, ReadOnlyOption};
 use crate::storage::Storage;
 use crate::tracker::{Config as TrackerConfig, ProgressMap, ProgressState, ProgressTracker};
 use crate::types::{
-    ConfChangeI, ConfChangeV2, ConfState, Entry, EntryId, EntryType, HardState, LogSlice, Message,
-    MessageType, NONE, NodeId, ReadState, Snapshot, SoftState, StateRole, payloads_size,
+    ConfChangeV2, ConfState, Entry, EntryId, EntryType, HardState, LogSlice, Message, MessageType,
+    NONE, NodeId, ReadState, Snapshot, SoftState, StateRole, payloads_size,
 };
 
 /// The context of vote requests sent by a leader transfer's target: they are
@@ -328,7 +328,11 @@ impl<S: Storage> Raft<S> {
             commit: committed,
             ..Default::default()
         });
-        let pr = self.trk.progress.get_mut(&to).expect("progress checked above");
+        let pr = self
+            .trk
+            .progress
+            .get_mut(&to)
+            .expect("progress checked above");
         pr.update_on_entries_send(n, bytes);
         pr.sent_commit(committed);
         true
@@ -406,7 +410,10 @@ impl<S: Storage> Raft<S> {
     /// Sends heartbeats to every follower, carrying the newest pending read
     /// request's context.
     pub(crate) fn bcast_heartbeat(&mut self) {
-        let ctx = self.read_only.last_pending_request_ctx().unwrap_or_default();
+        let ctx = self
+            .read_only
+            .last_pending_request_ctx()
+            .unwrap_or_default();
         self.bcast_heartbeat_with_ctx(ctx);
     }
 
@@ -667,7 +674,8 @@ impl<S: Storage> Raft<S> {
         } else {
             Bytes::new()
         };
-        for id in self.trk.config.voters.ids() {
+        let voters: Vec<NodeId> = self.trk.config.voters.ids().collect();
+        for id in voters {
             if id == self.id {
                 // Our own vote counts once it is durable: the response is
                 // stepped back in by `advance`.
@@ -1030,14 +1038,7 @@ impl<S: Storage> Raft<S> {
                 self.maybe_send_append(id, false);
             }
         }
-        if self.lead_transferee != NONE
-            && !self
-                .trk
-                .config
-                .voters
-                .ids()
-                .contains(&self.lead_transferee)
-        {
+        if self.lead_transferee != NONE && !self.trk.config.voters.contains(self.lead_transferee) {
             self.abort_leader_transfer();
         }
         cs
@@ -1090,8 +1091,7 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn release_pending_read_index_messages(&mut self) {
-        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term()
-        {
+        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term() {
             return;
         }
         for m in std::mem::take(&mut self.pending_read_index_messages) {

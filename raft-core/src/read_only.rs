@@ -104,6 +104,7 @@ impl ReadOnly {
     }
 
     /// The number of pending requests.
+    #[cfg(test)]
     pub(crate) fn pending_count(&self) -> usize {
         self.read_index_queue.len()
     }
@@ -134,10 +135,7 @@ mod tests {
         let mut ack = Message::new(MessageType::HeartbeatResp, 2, 1);
         ack.context = Bytes::from_static(b"b");
         let done = ro.advance(&ack);
-        assert_eq!(
-            done.iter().map(|s| s.index).collect::<Vec<_>>(),
-            vec![5, 6]
-        );
+        assert_eq!(done.iter().map(|s| s.index).collect::<Vec<_>>(), vec![5, 6]);
         assert_eq!(ro.pending_count(), 1);
         assert!(ro.advance(&ack).is_empty());
     }

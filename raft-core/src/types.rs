@@ -772,3 +772,77 @@ mod tests {
         assert!(!cc.leave_joint());
     }
 }
+
+/// A run of entries that follow `prev`, as appended by the leader of `term`
+/// (etcd's `logSlice`): the content of a `MsgApp`, or a leader's own append.
+///
+/// A valid slice (see [`LogSlice::valid`]) is what the log matching property
+/// (Raft thesis §3.5) lets a follower reason about: if its log holds `prev`,
+/// the slice can be written right after it, overwriting any conflicting
+/// suffix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct LogSlice {
+    /// The term of the leader that sent (or appended) the slice.
+    /// Invariant: every entry's term, and `prev.term`, are `<= term`.
+    pub term: u64,
+    /// The id of the entry right before `entries` (index 0, term 0 for a slice
+    /// that starts the log).
+    pub prev: EntryId,
+    /// The entries, at indexes `prev.index + 1 ..= prev.index + entries.len()`.
+    pub entries: Vec<Entry>,
+}
+
+impl LogSlice {
+    /// A slice of `entries` following `prev`, from the leader of `term`.
+    pub fn new(term: u64, prev: EntryId, entries: Vec<Entry>) -> Self {
+        LogSlice {
+            term,
+            prev,
+            entries,
+        }
+    }
+
+    /// The id of the last entry of the slice, or `prev` if it is empty.
+    pub fn last_entry_id(&self) -> EntryId {
+        self.entries.last().map_or(self.prev, Entry::id)
+    }
+
+    /// The index of the last entry of the slice, or `prev.index` if it is
+    /// empty.
+    pub fn last_index(&self) -> u64 {
+        self.prev.index + self.entries.len() as u64
+    }
+
+    /// Checks the slice is well formed: `prev.term <= term`, entry indexes
+    /// are contiguous from `prev.index + 1`, and entry terms never decrease
+    /// (starting from `prev.term`) and never exceed `term`.
+    ///
+    /// # Errors
+    /// A description of the first violation found.
+    pub fn valid(&self) -> Result<(), String> {
+        if self.prev.term > self.term {
+            return Err(format!(
+                "leader term {} is below the term of prev {:?}",
+                self.term, self.prev
+            ));
+        }
+        let mut prev = self.prev;
+        for e in &self.entries {
+            let id = e.id();
+            if id.term < prev.term || id.term > self.term {
+                return Err(format!(
+                    "leader term {}, but entry {id:?} follows {prev:?}",
+                    self.term
+                ));
+            }
+            if id.index != prev.index + 1 {
+                return Err(format!(
+                    "log slice not contiguous: entry {id:?} follows {prev:?}"
+                ));
+            }
+            prev = id;
+        }
+        Ok(())
+    }
+}

@@ -124,12 +124,10 @@ impl<S: Storage> Raft<S> {
                 // after a failure) before the next append.
                 pr.msg_app_flow_paused = true;
             }
-            MessageType::Unreachable => {
-                // An optimistic pipeline to an unreachable node has most likely
-                // lost messages: fall back to probing.
-                if pr.state == ProgressState::Replicate {
-                    pr.become_probe();
-                }
+            // An optimistic pipeline to an unreachable node has most likely
+            // lost messages: fall back to probing.
+            MessageType::Unreachable if pr.state == ProgressState::Replicate => {
+                pr.become_probe();
             }
             MessageType::TransferLeader => {
                 if pr.is_learner {
@@ -201,7 +199,11 @@ impl<S: Storage> Raft<S> {
                 .find_conflict_by_term(m.reject_hint, m.log_term)
                 .0;
         }
-        let pr = self.trk.progress.get_mut(&m.from).expect("checked by caller");
+        let pr = self
+            .trk
+            .progress
+            .get_mut(&m.from)
+            .expect("checked by caller");
         if pr.maybe_decr_to(m.index, next_probe) {
             if pr.state == ProgressState::Replicate {
                 pr.become_probe();
@@ -212,10 +214,15 @@ impl<S: Storage> Raft<S> {
 
     fn handle_append_success(&mut self, m: &Message) {
         let first_index = self.raft_log.first_index();
-        let pr = self.trk.progress.get_mut(&m.from).expect("checked by caller");
+        let pr = self
+            .trk
+            .progress
+            .get_mut(&m.from)
+            .expect("checked by caller");
         // Update if the ack raises the match index, or if it lets a probing
         // follower that is already caught up go back to Replicate.
-        if !(pr.maybe_update(m.index) || (pr.matched == m.index && pr.state == ProgressState::Probe))
+        if !(pr.maybe_update(m.index)
+            || (pr.matched == m.index && pr.state == ProgressState::Probe))
         {
             return;
         }

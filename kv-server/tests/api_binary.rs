@@ -412,3 +412,35 @@ async fn shutdown_grace_period_is_bounded() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_is_bounded_when_a_client_stops_reading() {
+    bounded(async {
+        let s = Server::start_with(Limits::default(), Duration::from_millis(50)).await;
+        let mut c = binary::connect(s.addr).await.unwrap();
+        let mib = "v".repeat(1 << 20);
+        assert_eq!(
+            call(&mut c, 0, put("big", &mib)).await.result,
+            Ok(Response::Done)
+        );
+        // 100 MiB of answers cannot fit in the socket buffers of a client that never reads:
+        // the server's write blocks after a few of them, whenever shutdown comes.
+        for id in 1..=100 {
+            c.feed(RequestFrame {
+                id,
+                request: get("big"),
+            })
+            .await
+            .unwrap();
+        }
+        c.flush().await.unwrap();
+        let metrics = kv_server::api::Backend::metrics(&s.backend).clone();
+        let key = "kv_binary_requests_total{op=\"get\",outcome=\"ok\"}";
+        while metrics.counters().get(key).copied().unwrap_or(0) < 1 {
+            tokio::task::yield_now().await;
+        }
+        s.stop().await;
+        drop(c);
+    })
+    .await;
+}

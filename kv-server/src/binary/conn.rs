@@ -37,34 +37,41 @@ pub(crate) async fn serve_connection<B: Backend>(
         if !reading && in_flight.is_empty() {
             break;
         }
-        tokio::select! {
+        // Set when a response is ready to be written.
+        let ready = tokio::select! {
             biased;
             _ = force.cancelled() => return,
-            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                if write_responses(&mut framed, response, &mut in_flight).await.is_err() {
-                    return;
-                }
+            Some(response) = in_flight.next(), if !in_flight.is_empty() => response,
+            _ = shutdown.cancelled(), if reading => {
+                reading = false;
+                continue;
             }
-            _ = shutdown.cancelled(), if reading => reading = false,
             inbound = framed.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match inbound {
                 Some(Ok(Inbound::Request(frame))) => {
                     in_flight.push(execute(backend.clone(), limits, frame));
+                    continue;
                 }
-                Some(Ok(Inbound::Rejected { id, error })) => {
-                    let response = ResponseFrame { id, result: Err(error) };
-                    if framed.send(response).await.is_err() {
-                        return;
-                    }
-                }
+                Some(Ok(Inbound::Rejected { id, error })) => ResponseFrame { id, result: Err(error) },
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "closing binary connection");
                     reading = false;
+                    continue;
                 }
-                None => reading = false,
+                None => {
+                    reading = false;
+                    continue;
+                }
             },
+        };
+        // A client that stops reading blocks the write; `force` still ends the connection.
+        let written = tokio::select! {
+            r = write_responses(&mut framed, ready, &mut in_flight) => r,
+            _ = force.cancelled() => return,
+        };
+        if written.is_err() {
+            return;
         }
     }
-    let _ = framed.flush().await;
 }
 
 /// Writes `first` and every other response already complete, then flushes once: answers

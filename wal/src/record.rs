@@ -520,7 +520,7 @@ impl RawRecord<'_> {
 /// What lies at an offset of a segment.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Frame<'a> {
-    /// A zero length, or fewer than 8 bytes before the end of the file.
+    /// A zero length, or fewer than 8 zero bytes before the end of the file.
     End,
     /// A well-framed record (CRC unchecked).
     Record(RawRecord<'a>),
@@ -535,7 +535,12 @@ fn u32_at(buf: &[u8], off: usize) -> u32 {
 /// Reads the frame at `off` (a multiple of 8).
 pub(crate) fn frame_at(buf: &[u8], off: usize) -> Frame<'_> {
     if off + FRAME_HEADER > buf.len() {
-        return Frame::End;
+        // Fewer than 8 bytes left: the end, unless a record header was cut.
+        return if buf[off.min(buf.len())..].iter().all(|&b| b == 0) {
+            Frame::End
+        } else {
+            Frame::Bad("record header cut short by the end of the file")
+        };
     }
     let len = u32_at(buf, off) as usize;
     if len == 0 {
@@ -764,6 +769,7 @@ mod tests {
         bytes.extend_from_slice(&[0; 8]);
         assert!(matches!(frame_at(&bytes, 16), Frame::End));
         assert!(matches!(frame_at(&bytes, 20), Frame::End));
+        assert!(matches!(frame_at(&bytes[..12], 8), Frame::Bad(_)));
         let mut bad = bytes.clone();
         bad[15] = 1; // padding
         assert!(matches!(frame_at(&bad, 0), Frame::Bad(_)));

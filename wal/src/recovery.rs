@@ -162,8 +162,14 @@ struct SegmentScan {
     torn: Option<(u64, String)>,
 }
 
-/// A problem found in a segment: `(offset, reason)`.
-type Problem = (u64, String);
+/// A problem found in a segment.
+enum Problem {
+    /// Damage at an offset of this segment, and what it is.
+    At(u64, String),
+    /// This segment's header (which verified) continues a chain that ended
+    /// elsewhere than where the previous segment's records end.
+    ChainBreak { claimed_end: u64, claimed_crc: u32 },
+}
 
 /// Where the previous segment ended: its chain value and end offset.
 #[derive(Clone, Copy)]
@@ -182,7 +188,7 @@ fn scan_segment(
     arena: &mut Arena,
 ) -> Result<SegmentScan, Problem> {
     let salt = record::salt(seq);
-    let bad_header = |r: String| (0u64, format!("bad segment header: {r}"));
+    let bad_header = |r: String| Problem::At(0, format!("bad segment header: {r}"));
     let Frame::Record(raw) = record::frame_at(buf, 0) else {
         return Err(bad_header("no header record".into()));
     };
@@ -198,10 +204,10 @@ fn scan_segment(
     }
     if let Some(p) = prev {
         if header.prev_crc != p.crc || header.prev_end != p.end {
-            return Err(bad_header(format!(
-                "it continues a chain ending at offset {} ({:#010x}), the previous segment ends at {} ({:#010x})",
-                header.prev_end, header.prev_crc, p.end, p.crc
-            )));
+            return Err(Problem::ChainBreak {
+                claimed_end: header.prev_end,
+                claimed_crc: header.prev_crc,
+            });
         }
     }
     match replay {
@@ -235,7 +241,7 @@ fn scan_segment(
                 let applied = record::decode(&r, arena).and_then(|rec| replay.apply(rec));
                 match applied {
                     Ok(last) => max_index = max_index.max(last),
-                    Err(reason) => return Err((off as u64, reason)),
+                    Err(reason) => return Err(Problem::At(off as u64, reason)),
                 }
                 crc = r.crc;
                 off = r.next;
@@ -243,7 +249,7 @@ fn scan_segment(
             }
         };
         if !is_last || damage_is_corruption(buf, off, crc, salt) {
-            return Err((off as u64, damage));
+            return Err(Problem::At(off as u64, damage));
         }
         return Ok(SegmentScan {
             end: off as u64,
@@ -379,13 +385,44 @@ pub(crate) fn recover<D: SegmentDir>(dir: &D, segments: &[(u64, u64, String)]) -
         let is_last = k + 1 == segments.len();
         let file = dir.open(name)?;
         let buf = file.read_all()?;
-        let scan = scan_segment(&buf, *seq, *first, prev, is_last, &mut replay, &mut arena).map_err(
-            |(offset, reason)| WalError::Corrupt {
-                segment: dir.describe(name),
-                offset,
-                reason,
-            },
-        )?;
+        let scan = match scan_segment(&buf, *seq, *first, prev, is_last, &mut replay, &mut arena) {
+            Ok(scan) => scan,
+            Err(Problem::At(offset, reason)) => {
+                return Err(WalError::Corrupt {
+                    segment: dir.describe(name),
+                    offset,
+                    reason,
+                });
+            }
+            Err(Problem::ChainBreak {
+                claimed_end,
+                claimed_crc,
+            }) => {
+                let p = prev.expect("only checked against a previous segment");
+                return Err(if claimed_end != p.end {
+                    // The header verified, so the previous segment's records
+                    // stop where they should not (a damaged length reads as
+                    // the end) or go on past where they stopped.
+                    WalError::Corrupt {
+                        segment: dir.describe(&segments[k - 1].2),
+                        offset: claimed_end.min(p.end),
+                        reason: format!(
+                            "its records end at {}, the next segment continues from {claimed_end}",
+                            p.end
+                        ),
+                    }
+                } else {
+                    WalError::Corrupt {
+                        segment: dir.describe(name),
+                        offset: 0,
+                        reason: format!(
+                            "bad segment header: it continues a chain at {claimed_crc:#010x}, the previous segment ends at {:#010x}",
+                            p.crc
+                        ),
+                    }
+                });
+            }
+        };
         drop(buf);
         bytes += scan.end;
         let info = SegmentInfo {

@@ -123,7 +123,9 @@ pub enum WalError {
     },
     /// The oldest segments left do not reach back to the snapshot marker:
     /// entries in `(snapshot_index, first_index)` are gone.
-    #[error("entries after the snapshot at {snapshot_index} are missing: the log starts at {first_index}")]
+    #[error(
+        "entries after the snapshot at {snapshot_index} are missing: the log starts at {first_index}"
+    )]
     MissingEntries {
         /// The index of the last snapshot marker.
         snapshot_index: u64,
@@ -448,7 +450,9 @@ impl<D: SegmentDir> Wal<D> {
         if torn {
             let end = self.active.written;
             let n = (self.active.info.len - end).min(8) as usize;
-            self.active.file.write_at(end, &[io::IoSlice::new(&[0u8; 8][..n])])?;
+            self.active
+                .file
+                .write_at(end, &[io::IoSlice::new(&[0u8; 8][..n])])?;
         }
         self.active.file.sync()?;
         self.active.synced = self.active.written;
@@ -565,7 +569,8 @@ impl<D: SegmentDir> Wal<D> {
         while !rest.is_empty() {
             let mut n = record::entries_that_fit(rest, self.active.avail(&self.pending));
             if n == 0 {
-                let one = record::entries_record_len(rest[0].index, 1, record::entry_wire_len(&rest[0]));
+                let one =
+                    record::entries_record_len(rest[0].index, 1, record::entry_wire_len(&rest[0]));
                 self.cut(one)?;
                 n = record::entries_that_fit(rest, self.active.avail(&self.pending));
                 assert!(n > 0, "a fresh segment holds at least one entry");
@@ -644,7 +649,12 @@ impl<D: SegmentDir> Wal<D> {
     ///
     /// # Panics
     /// As [`Wal::save_snapshot`] and [`Wal::append`].
-    pub fn save(&mut self, hard_state: Option<&HardState>, entries: &[Entry], snapshot: Option<&SnapshotMetadata>) -> Result<()> {
+    pub fn save(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+        snapshot: Option<&SnapshotMetadata>,
+    ) -> Result<()> {
         if let Some(meta) = snapshot {
             self.save_snapshot(meta)?;
         }
@@ -825,7 +835,13 @@ impl<D: SegmentDir> Wal<D> {
         } else {
             None
         };
-        let (tmp, mut file) = take_file(&self.dir, size, &mut self.spares, &mut self.next_spare_id, prealloc)?;
+        let (tmp, mut file) = take_file(
+            &self.dir,
+            size,
+            &mut self.spares,
+            &mut self.next_spare_id,
+            prealloc,
+        )?;
         let (crc, end) = segment::write_header(&mut file, &header)?;
         let name = segment::segment_name(seq, first_index);
         self.dir.rename(&tmp, &name)?;
@@ -856,7 +872,10 @@ impl<D: SegmentDir> Wal<D> {
 
     /// Starts preparing a spare in the background if none is left.
     fn maybe_prealloc(&mut self) {
-        if !self.opts.preallocate_in_background || !self.spares.is_empty() || self.prealloc.is_some() {
+        if !self.opts.preallocate_in_background
+            || !self.spares.is_empty()
+            || self.prealloc.is_some()
+        {
             return;
         }
         let name = segment::spare_name(self.next_spare_id);

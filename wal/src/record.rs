@@ -401,7 +401,8 @@ impl Pending {
     fn put_serialized<T: Serialize>(&mut self, value: &T) {
         let at = self.staging.len();
         let staging = std::mem::take(&mut self.staging);
-        self.staging = postcard::to_extend(value, staging).expect("postcard into a Vec cannot fail");
+        self.staging =
+            postcard::to_extend(value, staging).expect("postcard into a Vec cannot fail");
         let n = self.staging.len() - at;
         let (_, covered, h) = self.open.as_mut().expect("no open record");
         h.update(&self.staging[at..]);
@@ -425,7 +426,12 @@ impl Pending {
     }
 
     /// Appends a record with a serde payload; returns (crc, length on disk).
-    pub(crate) fn push<T: Serialize>(&mut self, type_byte: u8, seed: u32, payload: &T) -> (u32, usize) {
+    pub(crate) fn push<T: Serialize>(
+        &mut self,
+        type_byte: u8,
+        seed: u32,
+        payload: &T,
+    ) -> (u32, usize) {
         self.begin(type_byte, seed);
         self.put_serialized(payload);
         self.finish()
@@ -433,7 +439,12 @@ impl Pending {
 
     /// Appends an entries record for `entries` (consecutive indexes from
     /// `entries[0].index`); returns (crc, length on disk).
-    pub(crate) fn push_entries(&mut self, type_byte: u8, seed: u32, entries: &[Entry]) -> (u32, usize) {
+    pub(crate) fn push_entries(
+        &mut self,
+        type_byte: u8,
+        seed: u32,
+        entries: &[Entry],
+    ) -> (u32, usize) {
         debug_assert!(!entries.is_empty());
         self.begin(type_byte, seed);
         self.put_varint(entries[0].index);
@@ -460,7 +471,9 @@ pub(crate) fn entry_wire_len(e: &Entry) -> u64 {
 /// The length on disk of an entries record holding `count` entries from
 /// `first_index` whose [`entry_wire_len`]s sum to `sum`.
 pub(crate) fn entries_record_len(first_index: u64, count: u64, sum: u64) -> u64 {
-    align8(FRAME_HEADER as u64 + 1 + varint_len(first_index) as u64 + varint_len(count) as u64 + sum)
+    align8(
+        FRAME_HEADER as u64 + 1 + varint_len(first_index) as u64 + varint_len(count) as u64 + sum,
+    )
 }
 
 /// How many of `entries` fit in one record of at most `avail` bytes.
@@ -645,7 +658,10 @@ pub(crate) fn decode(rec: &RawRecord<'_>, arena: &mut Arena) -> Result<Record, S
 /// seed is inside it).
 pub(crate) fn decode_header(rec: &RawRecord<'_>) -> Result<SegmentHeader, String> {
     if rec.kind() != Some(Kind::Header) {
-        return Err(format!("first record has type {:#04x}, not a header", rec.type_byte));
+        return Err(format!(
+            "first record has type {:#04x}, not a header",
+            rec.type_byte
+        ));
     }
     let h = decode_exact::<SegmentHeader>(rec.payload())?;
     if h.magic != MAGIC {
@@ -668,7 +684,11 @@ mod tests {
             .map(|(i, &n)| Entry {
                 term: 3 + i as u64 / 2,
                 index: first + i as u64,
-                entry_type: [EntryType::Normal, EntryType::ConfChange, EntryType::ConfChangeV2][i % 3],
+                entry_type: [
+                    EntryType::Normal,
+                    EntryType::ConfChange,
+                    EntryType::ConfChangeV2,
+                ][i % 3],
                 data: Bytes::from((0..n).map(|b| (b * 7 + i) as u8).collect::<Vec<_>>()),
             })
             .collect()
@@ -681,7 +701,11 @@ mod tests {
     #[test]
     fn varint_len_matches_postcard() {
         for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX] {
-            assert_eq!(varint_len(v), postcard::to_allocvec(&v).unwrap().len(), "{v}");
+            assert_eq!(
+                varint_len(v),
+                postcard::to_allocvec(&v).unwrap().len(),
+                "{v}"
+            );
         }
     }
 

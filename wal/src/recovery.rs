@@ -220,7 +220,8 @@ fn scan_segment(
         Some(r) => {
             let hs: HardState = (&header.hard_state).into();
             let snap: SnapshotMetadata = header.snapshot.clone().into();
-            if hs != r.hard_state || snap != r.snapshot || header.first_index != r.last_index() + 1 {
+            if hs != r.hard_state || snap != r.snapshot || header.first_index != r.last_index() + 1
+            {
                 return Err(bad_header(
                     "its state differs from the replay of the segments before it".into(),
                 ));
@@ -374,7 +375,10 @@ pub(crate) fn list<D: SegmentDir>(dir: &D) -> Result<Listing, WalError> {
 }
 
 /// Replays the segments of `listing` (at least one).
-pub(crate) fn recover<D: SegmentDir>(dir: &D, segments: &[(u64, u64, String)]) -> Result<Recovery<D::File>, WalError> {
+pub(crate) fn recover<D: SegmentDir>(
+    dir: &D,
+    segments: &[(u64, u64, String)],
+) -> Result<Recovery<D::File>, WalError> {
     assert!(!segments.is_empty());
     let mut replay = None;
     let mut arena = Arena::new();
@@ -468,7 +472,9 @@ mod tests {
     use bytes::Bytes;
 
     fn ents(from: u64, to: u64, term: u64) -> Vec<Entry> {
-        (from..=to).map(|i| Entry::new(term, i, Bytes::from(vec![i as u8]))).collect()
+        (from..=to)
+            .map(|i| Entry::new(term, i, Bytes::from(vec![i as u8])))
+            .collect()
     }
 
     fn replay_from(first: u64, snap: u64) -> Replay {

@@ -12,7 +12,7 @@
 use std::io::{self, IoSlice};
 
 use crate::file::SegmentFile;
-use crate::record::{self, Kind, Pending, SegmentHeader, SYNC_BOUNDARY};
+use crate::record::{self, Kind, Pending, SYNC_BOUNDARY, SegmentHeader};
 
 /// The name of segment `seq` whose first index is `first_index`.
 pub(crate) fn segment_name(seq: u64, first_index: u64) -> String {
@@ -109,7 +109,10 @@ impl<F: SegmentFile> Active<F> {
 
 /// Writes `header` as the first record of `file` (the chain continues from
 /// `header.prev_crc`) and syncs it. Returns the header record's CRC and end.
-pub(crate) fn write_header<F: SegmentFile>(file: &mut F, header: &SegmentHeader) -> io::Result<(u32, u64)> {
+pub(crate) fn write_header<F: SegmentFile>(
+    file: &mut F,
+    header: &SegmentHeader,
+) -> io::Result<(u32, u64)> {
     let mut pending = Pending::new();
     let seed = header.prev_crc ^ record::salt(header.seq);
     let (crc, len) = pending.push(Kind::Header as u8 | SYNC_BOUNDARY, seed, header);
@@ -135,6 +138,9 @@ mod tests {
         assert_eq!(parse_segment_name(&spare_name(3)), None);
         assert_eq!(parse_spare_name(&spare_name(3)), Some(3));
         assert_eq!(parse_spare_name(&n), None);
-        assert_eq!(parse_segment_name("000000000000001f-0000000000000abc.wal.tmp"), None);
+        assert_eq!(
+            parse_segment_name("000000000000001f-0000000000000abc.wal.tmp"),
+            None
+        );
     }
 }

@@ -258,7 +258,10 @@ fn decode(buf: Bytes, id: EntryId) -> std::result::Result<Snapshot, (u64, String
     let len = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes"));
     if len != (buf.len() - HEADER) as u64 {
-        return Err((8, format!("payload length {len}, file holds {}", buf.len() - HEADER)));
+        return Err((
+            8,
+            format!("payload length {len}, file holds {}", buf.len() - HEADER),
+        ));
     }
     let payload = buf.slice(HEADER..);
     if crc32fast::hash(&payload) != crc {
@@ -269,7 +272,10 @@ fn decode(buf: Bytes, id: EntryId) -> std::result::Result<Snapshot, (u64, String
     if (wire.meta.term, wire.meta.index) != (id.term, id.index) {
         return Err((
             HEADER as u64,
-            format!("holds term {} index {}, the name says term {} index {}", wire.meta.term, wire.meta.index, id.term, id.index),
+            format!(
+                "holds term {} index {}, the name says term {} index {}",
+                wire.meta.term, wire.meta.index, id.term, id.index
+            ),
         ));
     }
     let data = payload.slice_ref(wire.data.0);
@@ -286,7 +292,11 @@ mod tests {
 
     fn snap(term: u64, index: u64, len: usize) -> Snapshot {
         Snapshot {
-            data: Bytes::from((0..len).map(|i| (i * 31 + index as usize) as u8).collect::<Vec<_>>()),
+            data: Bytes::from(
+                (0..len)
+                    .map(|i| (i * 31 + index as usize) as u8)
+                    .collect::<Vec<_>>(),
+            ),
             metadata: SnapshotMetadata {
                 index,
                 term,
@@ -308,7 +318,10 @@ mod tests {
             store.save(&snap(t, i, 5000)).unwrap();
         }
         // Newest by index: 30 then 25; 10 and 20 pruned.
-        assert_eq!(store.list().unwrap(), vec![EntryId::new(3, 25), EntryId::new(2, 30)]);
+        assert_eq!(
+            store.list().unwrap(),
+            vec![EntryId::new(3, 25), EntryId::new(2, 30)]
+        );
         let loaded = store.load_newest().unwrap().unwrap();
         assert_eq!(loaded.snapshot, snap(2, 30, 5000));
         assert!(loaded.skipped.is_empty());
@@ -328,22 +341,36 @@ mod tests {
         let n = bytes.len();
         bytes[n - 3] ^= 0x10;
         fs::write(&newest, &bytes).unwrap();
-        assert!(matches!(store.load(EntryId::new(1, 20)), Err(WalError::Corrupt { .. })));
+        assert!(matches!(
+            store.load(EntryId::new(1, 20)),
+            Err(WalError::Corrupt { .. })
+        ));
         let loaded = store.load_newest().unwrap().unwrap();
         assert_eq!(loaded.snapshot.metadata.index, 10);
         assert_eq!(loaded.skipped.len(), 1);
         assert_eq!(loaded.skipped[0].0, newest);
         // Truncated file and a file whose name lies about its content.
         fs::write(&newest, &bytes[..n - 1]).unwrap();
-        assert!(matches!(store.load(EntryId::new(1, 20)), Err(WalError::Corrupt { .. })));
+        assert!(matches!(
+            store.load(EntryId::new(1, 20)),
+            Err(WalError::Corrupt { .. })
+        ));
         fs::copy(tmp.path().join(snap_name(EntryId::new(1, 10))), &newest).unwrap();
-        assert!(matches!(store.load(EntryId::new(1, 20)), Err(WalError::Corrupt { .. })));
+        assert!(matches!(
+            store.load(EntryId::new(1, 20)),
+            Err(WalError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn leftover_temp_files_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join("0000000000000001-0000000000000002.snap.tmp"), b"partial").unwrap();
+        fs::write(
+            tmp.path()
+                .join("0000000000000001-0000000000000002.snap.tmp"),
+            b"partial",
+        )
+        .unwrap();
         let store = SnapStore::open(tmp.path()).unwrap();
         assert!(store.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);

@@ -36,7 +36,12 @@ fn build<D: SegmentDir>(dir: D, files: impl Fn(&str) -> Vec<u8>) -> Layout {
     let mut m = Model::default();
     let mut rng = Rng(7);
     for round in 0..24u64 {
-        let ents = batch(m.last_index() + 1, rng.range(1, 4), 1, rng.range(20, 200) as usize);
+        let ents = batch(
+            m.last_index() + 1,
+            rng.range(1, 4),
+            1,
+            rng.range(20, 200) as usize,
+        );
         w.append(&ents).unwrap();
         m.append(&ents);
         if round % 3 == 0 {
@@ -53,7 +58,12 @@ fn build<D: SegmentDir>(dir: D, files: impl Fn(&str) -> Vec<u8>) -> Layout {
     w.append(&batch(m.last_index() + 1, 3, 1, 100)).unwrap();
     w.sync().unwrap();
     drop(w);
-    let mut segments: Vec<String> = dir.list().unwrap().into_iter().filter(|n| n.ends_with(".wal")).collect();
+    let mut segments: Vec<String> = dir
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
     segments.sort();
     assert!(segments.len() >= 3, "{segments:?}");
     let mut records = Vec::new();
@@ -90,7 +100,11 @@ fn expect_cut<D: SegmentDir>(dir: D, l: &Layout, torn_at: Option<usize>, go_on: 
     let (mut w, r) = Wal::open_in(dir.clone(), opts()).unwrap();
     common::assert_recovered(&r, &l.before_last);
     if let Some(at) = torn_at {
-        let torn = r.report.torn_tail.as_ref().expect("a torn tail is reported");
+        let torn = r
+            .report
+            .torn_tail
+            .as_ref()
+            .expect("a torn tail is reported");
         assert_eq!(torn.offset as usize, at);
         assert!(torn.segment.ends_with(l.segments.last().unwrap().as_str()));
     }
@@ -127,7 +141,8 @@ fn truncating_the_last_record_at_every_offset_on_disk() {
     let read = |n: &str| std::fs::read(path.join(n)).unwrap();
     let l = build(DiskDir::open(&path).unwrap(), read);
     let last = l.segments.last().unwrap().clone();
-    let pristine: Vec<(String, Vec<u8>)> = l.segments.iter().map(|n| (n.clone(), read(n))).collect();
+    let pristine: Vec<(String, Vec<u8>)> =
+        l.segments.iter().map(|n| (n.clone(), read(n))).collect();
     let &(_, start, end) = l.records.last().unwrap();
     // Every offset of the framing, then every 8th: each reopen of a torn
     // log costs several fsyncs. The in-memory test covers every offset.
@@ -142,7 +157,10 @@ fn truncating_the_last_record_at_every_offset_on_disk() {
         for (n, c) in &pristine {
             std::fs::write(path.join(n), c).unwrap();
         }
-        let f = std::fs::OpenOptions::new().write(true).open(path.join(&last)).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join(&last))
+            .unwrap();
         f.set_len(k as u64).unwrap();
         drop(f);
         let torn = (k >= start + 8).then_some(start);
@@ -209,10 +227,16 @@ fn a_flipped_bit_in_an_earlier_record_is_corruption_at_its_offset() {
                     segment, offset, ..
                 }) => {
                     assert_eq!(segment, *name, "byte {off}");
-                    assert_eq!(offset as usize, start, "byte {off} of the record at {start} of {name}");
+                    assert_eq!(
+                        offset as usize, start,
+                        "byte {off} of the record at {start} of {name}"
+                    );
                 }
                 Err(e) => panic!("byte {off} of {name}: {e}"),
-                Ok((_, r)) => panic!("byte {off} of the record at {start} of {name}: opened, {:?}", r.report),
+                Ok((_, r)) => panic!(
+                    "byte {off} of the record at {start} of {name}: opened, {:?}",
+                    r.report
+                ),
             }
             checked += 1;
         }
@@ -232,11 +256,21 @@ fn damage_within_the_last_sync_group_is_cut_as_a_torn_tail() {
     m.append(&ents);
     w.sync().unwrap();
     w.append(&batch(6, 1, 1, 40)).unwrap();
-    w.save_hard_state(&HardState { term: 1, vote: 1, commit: 6 }).unwrap();
+    w.save_hard_state(&HardState {
+        term: 1,
+        vote: 1,
+        commit: 6,
+    })
+    .unwrap();
     w.append(&batch(7, 1, 1, 40)).unwrap();
     w.sync().unwrap();
     drop(w);
-    let name = dir.list().unwrap().into_iter().find(|n| n.ends_with(".wal")).unwrap();
+    let name = dir
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".wal"))
+        .unwrap();
     let mut c = dir.contents(&name).unwrap();
     let f = frames(&c);
     let (start, _) = f[f.len() - 3];
@@ -266,7 +300,10 @@ fn a_damaged_header_is_corruption() {
     let dir = pristine.crash(Crash::KeepUnsynced);
     let c = dir.contents(&l.segments[0]).unwrap();
     dir.set_contents(&l.segments[1], c);
-    assert!(matches!(Wal::open_in(dir, opts()), Err(WalError::Corrupt { offset: 0, .. })));
+    assert!(matches!(
+        Wal::open_in(dir, opts()),
+        Err(WalError::Corrupt { offset: 0, .. })
+    ));
 }
 
 /// A workload for the fault tests; every op is recorded in `h`.
@@ -320,7 +357,8 @@ fn a_failure_at_any_operation_then_a_power_cut_loses_nothing_synced() {
     // Count the operations of a clean run, then fail each one in turn.
     let count = {
         let faults = Faults::new();
-        let (mut w, _) = Wal::open_in(FaultyDir::new(MemDir::new(), faults.clone()), opts()).unwrap();
+        let (mut w, _) =
+            Wal::open_in(FaultyDir::new(MemDir::new(), faults.clone()), opts()).unwrap();
         let mut h = History::new(Model::default());
         let start = faults.ops();
         workload(&mut w, &mut h, &mut Rng(5)).unwrap();
@@ -340,7 +378,8 @@ fn a_failure_at_any_operation_then_a_power_cut_loses_nothing_synced() {
             let after = mem.crash(crash);
             let (_w, r) = Wal::open_in(after, opts())
                 .unwrap_or_else(|e| panic!("op {n}, {crash:?}: reopening failed: {e}"));
-            h.check(&r).unwrap_or_else(|e| panic!("op {n}, {crash:?}: {e}"));
+            h.check(&r)
+                .unwrap_or_else(|e| panic!("op {n}, {crash:?}: {e}"));
         }
         drop(w);
     }

@@ -26,12 +26,22 @@ enum Reopen {
 enum Op {
     /// Append `n` entries of `len` bytes, overwriting the last `back`
     /// entries, in a new term if `bump`.
-    Append { back: u8, n: u8, len: u16, bump: bool },
+    Append {
+        back: u8,
+        n: u8,
+        len: u16,
+        bump: bool,
+    },
     HardState,
     /// A marker at `pos`% of the way through the entries (past the end
     /// above 100), with a conflicting term if `conflict`.
-    Snapshot { pos: u8, conflict: bool },
-    Release { pos: u8 },
+    Snapshot {
+        pos: u8,
+        conflict: bool,
+    },
+    Release {
+        pos: u8,
+    },
     Sync,
     Reopen(Reopen),
     /// A sync whose write goes through and whose flush fails, then a crash.
@@ -204,7 +214,10 @@ fn crashes_in_sync_produce_torn_tails() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let before = TORN.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..40 {
-        let ops = prop::collection::vec(op(), 20..80).new_tree(&mut runner).unwrap().current();
+        let ops = prop::collection::vec(op(), 20..80)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
         run(1024, ops);
     }
     assert!(TORN.load(std::sync::atomic::Ordering::Relaxed) > before);
@@ -223,7 +236,12 @@ fn disk_log_matches_model_across_clean_reopens() {
         match rng.range(0, 8) {
             0..=4 => {
                 let back = rng.range(0, 3).min(m.entries.len() as u64);
-                let ents = batch(m.last_index() + 1 - back, rng.range(1, 5), 1 + step / 50, rng.range(0, 300) as usize);
+                let ents = batch(
+                    m.last_index() + 1 - back,
+                    rng.range(1, 5),
+                    1 + step / 50,
+                    rng.range(0, 300) as usize,
+                );
                 w.append(&ents).unwrap();
                 m.append(&ents);
             }

@@ -270,7 +270,11 @@ fn oversized_entry_gets_its_own_segment(b: impl Backend) {
     let o = opts(SMALL);
     let mut m = Model::default();
     let (mut w, _) = b.open(&o).unwrap();
-    let ents = vec![entry(1, 1, 100), entry(2, 1, 3 * SMALL as usize), entry(3, 1, 10)];
+    let ents = vec![
+        entry(1, 1, 100),
+        entry(2, 1, 3 * SMALL as usize),
+        entry(3, 1, 10),
+    ];
     w.append(&ents).unwrap();
     m.append(&ents);
     m.hard_state.commit = 3;
@@ -288,8 +292,16 @@ fn save_orders_a_ready(b: impl Backend) {
     let mut m = Model::default();
     let (mut w, _) = b.open(&o).unwrap();
     let ents = batch(1, 10, 1, 30);
-    w.save(Some(&HardState { term: 1, vote: 2, commit: 0 }), &ents, None)
-        .unwrap();
+    w.save(
+        Some(&HardState {
+            term: 1,
+            vote: 2,
+            commit: 0,
+        }),
+        &ents,
+        None,
+    )
+    .unwrap();
     m.append(&ents);
     // A Ready with a snapshot from the leader and the entries after it.
     let meta = SnapshotMetadata {
@@ -328,7 +340,9 @@ fn missing_segment_is_an_error(b: impl Backend) {
     // A hole in the middle.
     b.remove(segs[2]);
     match b.open(&o) {
-        Err(WalError::MissingSegment { expected: 3, found }) => assert!(found.contains(&segs[3][..16])),
+        Err(WalError::MissingSegment { expected: 3, found }) => {
+            assert!(found.contains(&segs[3][..16]))
+        }
         other => panic!("{:?}", other.map(|(_, r)| r.report)),
     }
     // A missing head: the entries before the first segment left are gone
@@ -380,7 +394,10 @@ fn background_preallocation_prepares_the_next_segment() {
     drop(w);
     // At most one spare is left (being prepared when the log closed).
     let files = d.files();
-    assert!(files.iter().filter(|f| f.ends_with(".spare")).count() <= 1, "{files:?}");
+    assert!(
+        files.iter().filter(|f| f.ends_with(".spare")).count() <= 1,
+        "{files:?}"
+    );
     let (_w, r) = d.open(&o).unwrap();
     assert_recovered(&r, &m);
 }
@@ -405,7 +422,10 @@ fn an_io_error_poisons_the_log() {
     // The write succeeds, the flush fails.
     faults.fail_at(faults.ops() + 1, false);
     assert!(matches!(w.sync(), Err(WalError::Io(_))));
-    assert!(matches!(w.append(&batch(7, 1, 1, 10)), Err(WalError::Poisoned)));
+    assert!(matches!(
+        w.append(&batch(7, 1, 1, 10)),
+        Err(WalError::Poisoned)
+    ));
     assert!(matches!(w.sync(), Err(WalError::Poisoned)));
     assert!(matches!(w.release_to(0), Err(WalError::Poisoned)));
     drop(w);

@@ -82,7 +82,8 @@ impl Model {
     pub fn append(&mut self, ents: &[Entry]) {
         let i = ents[0].index;
         assert!(i > self.snapshot.index && i <= self.last_index() + 1);
-        self.entries.truncate((i - self.snapshot.index - 1) as usize);
+        self.entries
+            .truncate((i - self.snapshot.index - 1) as usize);
         self.entries.extend_from_slice(ents);
     }
 

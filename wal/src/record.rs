@@ -1,0 +1,810 @@
+//! The on-disk format of a segment: a sequence of records, the first of
+//! which is the segment header.
+//!
+//! # Record
+//!
+//! | offset    | size    | field                                                    |
+//! |-----------|---------|----------------------------------------------------------|
+//! | 0         | 4       | `length`: u32 LE, bytes covered by the CRC (`1 + payload`); 0 ends the log |
+//! | 4         | 4       | `crc`: u32 LE, CRC-32 (IEEE) of the covered bytes, chained (below) |
+//! | 8         | 1       | `type`: low 7 bits the kind, high bit [`SYNC_BOUNDARY`]  |
+//! | 9         | `length - 1` | payload, [postcard]-encoded (table below)           |
+//! | 8+`length`| 0..=7   | zero padding to a multiple of 8                          |
+//!
+//! Records start at multiples of 8. After the last record of a segment
+//! comes a zero `length` (the writer appends 8 zero bytes after every
+//! write, and a fresh segment is zero-filled), or the end of the file.
+//!
+//! **CRC chain.** `crc = CRC-32(type ‖ payload)` computed from the initial
+//! value `prev ^ salt(seq)`, where `prev` is the `crc` of the record before
+//! (across segments: the first record of segment *n* + 1 continues from the
+//! last record of segment *n*, whose value its header also stores) and
+//! `salt(seq)` is a function of the segment's sequence number. The chain
+//! means a record is valid only where the writer put it, after the record it
+//! was written after: a stale record left in a reused region does not
+//! verify. The salt makes the records of a recycled segment fail even when
+//! read after their own stale predecessor, so a recovery that looks past a
+//! damaged record (see `recovery`) never mistakes an old segment's records
+//! for new ones.
+//!
+//! **Sync boundary.** The writer sets the high bit of `type` on the first
+//! record it appends after a successful sync. Everything before such a
+//! record was durable before it was written, so a damaged record followed
+//! (down the chain) by a flagged one cannot be a torn write: it is
+//! corruption. A damaged record followed by unflagged records only is the
+//! torn tail of the last, unfinished sync.
+//!
+//! # Payloads
+//!
+//! | kind | name       | payload (postcard)                                                                 |
+//! |------|------------|------------------------------------------------------------------------------------|
+//! | 1    | header     | `magic: [u8; 8] = "KVWALSEG"`, `version: u32 = 1`, `seq: u64`, `first_index: u64`, `prev_crc: u32`, `prev_end: u64`, `hard_state`, `snapshot` |
+//! | 2    | entries    | `first_index: u64`, `entries: [ { term: u64, kind: u8, data: bytes } ]` (indexes `first_index..`) |
+//! | 3    | hard state | `term: u64`, `vote: u64`, `commit: u64`                                           |
+//! | 4    | snapshot   | `index: u64`, `term: u64`, `conf_state`, `keep_suffix: bool`                       |
+//!
+//! with `hard_state` as kind 3, `snapshot` = `index, term, conf_state`, and
+//! `conf_state` = `voters, learners, voters_outgoing, learners_next: [u64]`,
+//! `auto_leave: bool`. Entry kinds: 0 normal, 1 conf change, 2 conf change v2.
+//! Integers are postcard varints (LEB128), `u8` and `bool` one byte,
+//! sequences and `bytes` a varint length then the items.
+//!
+//! The header repeats the hard state and snapshot marker current when the
+//! segment was cut, so that removing older segments loses no state;
+//! `prev_crc`/`prev_end` name the chain value and end offset of the previous
+//! segment, checked when that segment is still there. `keep_suffix` records
+//! the writer's decision (see [`crate::Wal::save_snapshot`]): whether the
+//! entries after the snapshot index survive it.
+//!
+//! [postcard]: https://docs.rs/postcard
+
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
+use raft_core::{ConfState, Entry, EntryType, HardState, SnapshotMetadata};
+use serde::{Deserialize, Serialize};
+
+/// Bytes before the covered part of a record: `length` and `crc`.
+pub(crate) const FRAME_HEADER: usize = 8;
+
+/// The high bit of the type byte: first record after a successful sync.
+pub const SYNC_BOUNDARY: u8 = 0x80;
+
+/// The segment header's magic.
+pub(crate) const MAGIC: [u8; 8] = *b"KVWALSEG";
+
+/// The format version written into segment headers.
+pub(crate) const VERSION: u32 = 1;
+
+/// Entry payloads at least this long are written straight from the entry's
+/// buffer (`pwritev`) instead of being copied into the staging buffer.
+const SHARE_THRESHOLD: usize = 512;
+
+/// Record kinds (the low 7 bits of the type byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Header = 1,
+    Entries = 2,
+    HardState = 3,
+    Snapshot = 4,
+}
+
+impl Kind {
+    pub(crate) fn from_type_byte(b: u8) -> Option<Kind> {
+        match b & !SYNC_BOUNDARY {
+            1 => Some(Kind::Header),
+            2 => Some(Kind::Entries),
+            3 => Some(Kind::HardState),
+            4 => Some(Kind::Snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// Rounds up to a multiple of 8.
+pub(crate) const fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// The per-segment salt of the CRC chain. Distinct for distinct sequence
+/// numbers below 2^32.
+pub(crate) fn salt(seq: u64) -> u32 {
+    (seq as u32) ^ ((seq >> 32) as u32).rotate_left(16) ^ 0x5EC7_3A11
+}
+
+/// The chained CRC of a record's covered bytes.
+pub(crate) fn chain_crc(prev: u32, salt: u32, covered: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(prev ^ salt);
+    h.update(covered);
+    h.finalize()
+}
+
+/// Bytes of the postcard varint encoding of `v`.
+pub(crate) const fn varint_len(v: u64) -> usize {
+    if v == 0 {
+        1
+    } else {
+        (64 - v.leading_zeros() as usize).div_ceil(7)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn entry_kind(t: EntryType) -> u8 {
+    match t {
+        EntryType::Normal => 0,
+        EntryType::ConfChange => 1,
+        EntryType::ConfChangeV2 => 2,
+    }
+}
+
+fn entry_type(kind: u8) -> Option<EntryType> {
+    match kind {
+        0 => Some(EntryType::Normal),
+        1 => Some(EntryType::ConfChange),
+        2 => Some(EntryType::ConfChangeV2),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Wire types
+// ---------------------------------------------------------------------------
+
+/// Borrowed bytes, serialized as postcard `bytes` (length then raw data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RawBytes<'a>(pub &'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawBytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de [u8]>::deserialize(d).map(RawBytes)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HardStateWire {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+impl From<&HardState> for HardStateWire {
+    fn from(h: &HardState) -> Self {
+        HardStateWire {
+            term: h.term,
+            vote: h.vote,
+            commit: h.commit,
+        }
+    }
+}
+
+impl From<&HardStateWire> for HardState {
+    fn from(h: &HardStateWire) -> Self {
+        HardState {
+            term: h.term,
+            vote: h.vote,
+            commit: h.commit,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ConfStateWire {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub voters_outgoing: Vec<u64>,
+    pub learners_next: Vec<u64>,
+    pub auto_leave: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotMetaWire {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfStateWire,
+}
+
+impl From<&SnapshotMetadata> for SnapshotMetaWire {
+    fn from(m: &SnapshotMetadata) -> Self {
+        let c = &m.conf_state;
+        SnapshotMetaWire {
+            index: m.index,
+            term: m.term,
+            conf_state: ConfStateWire {
+                voters: c.voters.clone(),
+                learners: c.learners.clone(),
+                voters_outgoing: c.voters_outgoing.clone(),
+                learners_next: c.learners_next.clone(),
+                auto_leave: c.auto_leave,
+            },
+        }
+    }
+}
+
+impl From<SnapshotMetaWire> for SnapshotMetadata {
+    fn from(m: SnapshotMetaWire) -> Self {
+        let c = m.conf_state;
+        SnapshotMetadata {
+            index: m.index,
+            term: m.term,
+            conf_state: ConfState {
+                voters: c.voters,
+                learners: c.learners,
+                voters_outgoing: c.voters_outgoing,
+                learners_next: c.learners_next,
+                auto_leave: c.auto_leave,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentHeader {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub seq: u64,
+    pub first_index: u64,
+    /// The chain value of the previous segment's last record (0 for the
+    /// first segment ever); this header's CRC continues from it.
+    pub prev_crc: u32,
+    /// The end offset of the previous segment's records (0 for the first).
+    pub prev_end: u64,
+    pub hard_state: HardStateWire,
+    pub snapshot: SnapshotMetaWire,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub meta: SnapshotMetaWire,
+    pub keep_suffix: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryWire<'a> {
+    pub term: u64,
+    pub kind: u8,
+    #[serde(borrow)]
+    pub data: RawBytes<'a>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntriesWire<'a> {
+    pub first_index: u64,
+    #[serde(borrow)]
+    pub entries: Vec<EntryWire<'a>>,
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------
+
+enum Piece {
+    /// `[start, end)` of the staging buffer.
+    Staged(usize, usize),
+    /// An entry's payload, written from its own buffer.
+    Shared(Bytes),
+}
+
+/// Records encoded but not yet written to the file, as a list of pieces so
+/// that large entry payloads are written without being copied (`pwritev`).
+pub(crate) struct Pending {
+    staging: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// Start of the staging bytes not yet closed into a piece.
+    run_start: usize,
+    /// Total bytes pending.
+    len: usize,
+    /// The record being encoded: its start in `staging`, covered length and
+    /// running CRC.
+    open: Option<(usize, usize, crc32fast::Hasher)>,
+}
+
+impl Pending {
+    pub(crate) fn new() -> Self {
+        Pending {
+            staging: Vec::with_capacity(64 << 10),
+            pieces: Vec::new(),
+            run_start: 0,
+            len: 0,
+            open: None,
+        }
+    }
+
+    /// Bytes pending.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pending bytes as slices, in file order.
+    pub(crate) fn slices(&self) -> Vec<IoSlice<'_>> {
+        debug_assert!(self.open.is_none(), "a record is still open");
+        let mut out = Vec::with_capacity(self.pieces.len() + 1);
+        for p in &self.pieces {
+            out.push(match p {
+                Piece::Staged(s, e) => IoSlice::new(&self.staging[*s..*e]),
+                Piece::Shared(b) => IoSlice::new(b),
+            });
+        }
+        if self.staging.len() > self.run_start {
+            out.push(IoSlice::new(&self.staging[self.run_start..]));
+        }
+        out
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.staging.clear();
+        self.pieces.clear();
+        self.run_start = 0;
+        self.len = 0;
+        self.open = None;
+    }
+
+    fn begin(&mut self, type_byte: u8, seed: u32) {
+        debug_assert!(self.open.is_none());
+        let start = self.staging.len();
+        self.staging.extend_from_slice(&[0; FRAME_HEADER]);
+        self.staging.push(type_byte);
+        let mut h = crc32fast::Hasher::new_with_initial(seed);
+        h.update(&[type_byte]);
+        self.open = Some((start, 1, h));
+        self.len += FRAME_HEADER + 1;
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        let (_, covered, h) = self.open.as_mut().expect("no open record");
+        self.staging.extend_from_slice(bytes);
+        h.update(bytes);
+        *covered += bytes.len();
+        self.len += bytes.len();
+    }
+
+    fn put_varint(&mut self, v: u64) {
+        let at = self.staging.len();
+        put_varint(&mut self.staging, v);
+        let n = self.staging.len() - at;
+        let (_, covered, h) = self.open.as_mut().expect("no open record");
+        h.update(&self.staging[at..]);
+        *covered += n;
+        self.len += n;
+    }
+
+    fn put_shared(&mut self, data: &Bytes) {
+        if self.staging.len() > self.run_start {
+            self.pieces
+                .push(Piece::Staged(self.run_start, self.staging.len()));
+            self.run_start = self.staging.len();
+        }
+        let (_, covered, h) = self.open.as_mut().expect("no open record");
+        h.update(data);
+        *covered += data.len();
+        self.len += data.len();
+        self.pieces.push(Piece::Shared(data.clone()));
+    }
+
+    fn put_serialized<T: Serialize>(&mut self, value: &T) {
+        let at = self.staging.len();
+        let staging = std::mem::take(&mut self.staging);
+        self.staging =
+            postcard::to_extend(value, staging).expect("postcard into a Vec cannot fail");
+        let n = self.staging.len() - at;
+        let (_, covered, h) = self.open.as_mut().expect("no open record");
+        h.update(&self.staging[at..]);
+        *covered += n;
+        self.len += n;
+    }
+
+    /// Closes the open record: pads it and fills in its length and CRC.
+    /// Returns the CRC and the record's length on disk.
+    fn finish(&mut self) -> (u32, usize) {
+        let (start, covered, h) = self.open.take().expect("no open record");
+        let crc = h.finalize();
+        let total = align8((FRAME_HEADER + covered) as u64) as usize;
+        let pad = total - FRAME_HEADER - covered;
+        self.staging.extend_from_slice(&[0; 7][..pad]);
+        self.len += pad;
+        let len = u32::try_from(covered).expect("record longer than 4 GiB");
+        self.staging[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.staging[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        (crc, total)
+    }
+
+    /// Appends a record with a serde payload; returns (crc, length on disk).
+    pub(crate) fn push<T: Serialize>(
+        &mut self,
+        type_byte: u8,
+        seed: u32,
+        payload: &T,
+    ) -> (u32, usize) {
+        self.begin(type_byte, seed);
+        self.put_serialized(payload);
+        self.finish()
+    }
+
+    /// Appends an entries record for `entries` (consecutive indexes from
+    /// `entries[0].index`); returns (crc, length on disk).
+    pub(crate) fn push_entries(
+        &mut self,
+        type_byte: u8,
+        seed: u32,
+        entries: &[Entry],
+    ) -> (u32, usize) {
+        debug_assert!(!entries.is_empty());
+        self.begin(type_byte, seed);
+        self.put_varint(entries[0].index);
+        self.put_varint(entries.len() as u64);
+        for e in entries {
+            self.put_varint(e.term);
+            self.put(&[entry_kind(e.entry_type)]);
+            self.put_varint(e.data.len() as u64);
+            if e.data.len() >= SHARE_THRESHOLD {
+                self.put_shared(&e.data);
+            } else {
+                self.put(&e.data);
+            }
+        }
+        self.finish()
+    }
+}
+
+/// The covered length (type byte + payload) of an entry in an entries record.
+pub(crate) fn entry_wire_len(e: &Entry) -> u64 {
+    varint_len(e.term) as u64 + 1 + varint_len(e.data.len() as u64) as u64 + e.data.len() as u64
+}
+
+/// The length on disk of an entries record holding `count` entries from
+/// `first_index` whose [`entry_wire_len`]s sum to `sum`.
+pub(crate) fn entries_record_len(first_index: u64, count: u64, sum: u64) -> u64 {
+    align8(
+        FRAME_HEADER as u64 + 1 + varint_len(first_index) as u64 + varint_len(count) as u64 + sum,
+    )
+}
+
+/// How many of `entries` fit in one record of at most `avail` bytes.
+pub(crate) fn entries_that_fit(entries: &[Entry], avail: u64) -> usize {
+    let first = entries[0].index;
+    let mut sum = 0;
+    for (i, e) in entries.iter().enumerate() {
+        sum += entry_wire_len(e);
+        if entries_record_len(first, i as u64 + 1, sum) > avail {
+            return i;
+        }
+    }
+    entries.len()
+}
+
+/// The length on disk of a record with a serde payload.
+pub(crate) fn record_len<T: Serialize>(payload: &T) -> u64 {
+    let n = postcard::experimental::serialized_size(payload).expect("sizing cannot fail");
+    align8((FRAME_HEADER + 1 + n) as u64)
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+/// A record as framed on disk; its CRC is not checked yet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawRecord<'a> {
+    /// The type byte.
+    pub type_byte: u8,
+    /// The covered bytes: type byte, then payload.
+    pub covered: &'a [u8],
+    /// The stored CRC.
+    pub crc: u32,
+    /// The offset just past the record and its padding.
+    pub next: usize,
+}
+
+impl RawRecord<'_> {
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.covered[1..]
+    }
+
+    pub(crate) fn kind(&self) -> Option<Kind> {
+        Kind::from_type_byte(self.type_byte)
+    }
+
+    pub(crate) fn is_boundary(&self) -> bool {
+        self.type_byte & SYNC_BOUNDARY != 0
+    }
+
+    pub(crate) fn verifies(&self, prev: u32, salt: u32) -> bool {
+        chain_crc(prev, salt, self.covered) == self.crc
+    }
+}
+
+/// What lies at an offset of a segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Frame<'a> {
+    /// A zero length, or fewer than 8 zero bytes before the end of the file.
+    End,
+    /// A well-framed record (CRC unchecked).
+    Record(RawRecord<'a>),
+    /// Not a record: the reason.
+    Bad(&'static str),
+}
+
+fn u32_at(buf: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// Reads the frame at `off` (a multiple of 8).
+pub(crate) fn frame_at(buf: &[u8], off: usize) -> Frame<'_> {
+    if off + FRAME_HEADER > buf.len() {
+        // Fewer than 8 bytes left: the end, unless a record header was cut.
+        return if buf[off.min(buf.len())..].iter().all(|&b| b == 0) {
+            Frame::End
+        } else {
+            Frame::Bad("record header cut short by the end of the file")
+        };
+    }
+    let len = u32_at(buf, off) as usize;
+    if len == 0 {
+        return Frame::End;
+    }
+    let end = off + FRAME_HEADER + len;
+    let next = align8(end as u64) as usize;
+    if next > buf.len() {
+        return Frame::Bad("record runs past the end of the segment");
+    }
+    if buf[end..next].iter().any(|&b| b != 0) {
+        return Frame::Bad("nonzero padding");
+    }
+    Frame::Record(RawRecord {
+        type_byte: buf[off + FRAME_HEADER],
+        covered: &buf[off + FRAME_HEADER..end],
+        crc: u32_at(buf, off + 4),
+        next,
+    })
+}
+
+/// A decoded record.
+#[derive(Debug)]
+pub(crate) enum Record {
+    /// A segment header where none belongs (decoding stops there).
+    Header,
+    Entries(Vec<Entry>),
+    HardState(HardState),
+    Snapshot(SnapshotMetadata, bool),
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(format!("{} trailing bytes after the payload", rest.len())),
+        Err(e) => Err(format!("undecodable payload: {e}")),
+    }
+}
+
+/// Copies entry payloads out of segment maps into shared buffers of about
+/// 1 MiB, so that recovered entries neither pin a segment's map (it may be
+/// recycled) nor cost an allocation each.
+pub(crate) struct Arena {
+    buf: BytesMut,
+}
+
+const ARENA_CHUNK: usize = 1 << 20;
+
+impl Arena {
+    pub(crate) fn new() -> Self {
+        Arena {
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            self.buf = BytesMut::with_capacity(ARENA_CHUNK.max(data.len()));
+        }
+        self.buf.extend_from_slice(data);
+        self.buf.split().freeze()
+    }
+}
+
+/// Decodes a record whose CRC verified.
+pub(crate) fn decode(rec: &RawRecord<'_>, arena: &mut Arena) -> Result<Record, String> {
+    let payload = rec.payload();
+    match rec.kind() {
+        None => Err(format!("unknown record type {:#04x}", rec.type_byte)),
+        Some(Kind::Header) => Ok(Record::Header),
+        Some(Kind::HardState) => {
+            decode_exact::<HardStateWire>(payload).map(|h| Record::HardState((&h).into()))
+        }
+        Some(Kind::Snapshot) => decode_exact::<SnapshotRecord>(payload)
+            .map(|s| Record::Snapshot(s.meta.into(), s.keep_suffix)),
+        Some(Kind::Entries) => {
+            let owned = arena.copy(payload);
+            let wire = decode_exact::<EntriesWire<'_>>(&owned)?;
+            if wire.entries.is_empty() {
+                return Err("empty entries record".into());
+            }
+            if wire.first_index == 0 {
+                return Err("entries record at index 0".into());
+            }
+            let mut out = Vec::with_capacity(wire.entries.len());
+            for (i, w) in wire.entries.iter().enumerate() {
+                let entry_type =
+                    entry_type(w.kind).ok_or_else(|| format!("unknown entry kind {}", w.kind))?;
+                out.push(Entry {
+                    term: w.term,
+                    index: wire.first_index + i as u64,
+                    entry_type,
+                    data: owned.slice_ref(w.data.0),
+                });
+            }
+            Ok(Record::Entries(out))
+        }
+    }
+}
+
+/// Decodes a header record's payload without checking its CRC (the CRC's
+/// seed is inside it).
+pub(crate) fn decode_header(rec: &RawRecord<'_>) -> Result<SegmentHeader, String> {
+    if rec.kind() != Some(Kind::Header) {
+        return Err(format!(
+            "first record has type {:#04x}, not a header",
+            rec.type_byte
+        ));
+    }
+    let h = decode_exact::<SegmentHeader>(rec.payload())?;
+    if h.magic != MAGIC {
+        return Err("bad magic".into());
+    }
+    if h.version != VERSION {
+        return Err(format!("unsupported version {}", h.version));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(first: u64, sizes: &[usize]) -> Vec<Entry> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Entry {
+                term: 3 + i as u64 / 2,
+                index: first + i as u64,
+                entry_type: [
+                    EntryType::Normal,
+                    EntryType::ConfChange,
+                    EntryType::ConfChangeV2,
+                ][i % 3],
+                data: Bytes::from((0..n).map(|b| (b * 7 + i) as u8).collect::<Vec<_>>()),
+            })
+            .collect()
+    }
+
+    fn bytes_of(p: &Pending) -> Vec<u8> {
+        p.slices().iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn varint_len_matches_postcard() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX] {
+            assert_eq!(
+                varint_len(v),
+                postcard::to_allocvec(&v).unwrap().len(),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_payload_is_postcard() {
+        // Small payloads are copied, large ones shared: both must produce the
+        // bytes postcard produces for the wire struct.
+        let ents = entries(1000, &[0, 5, 600, 511, 512, 4096, 130]);
+        let mut p = Pending::new();
+        let (crc, len) = p.push_entries(Kind::Entries as u8, 77, &ents);
+        let bytes = bytes_of(&p);
+        assert_eq!(bytes.len(), len);
+        assert_eq!(len % 8, 0);
+        let wire = EntriesWire {
+            first_index: 1000,
+            entries: ents
+                .iter()
+                .map(|e| EntryWire {
+                    term: e.term,
+                    kind: entry_kind(e.entry_type),
+                    data: RawBytes(&e.data),
+                })
+                .collect(),
+        };
+        let expected = postcard::to_allocvec(&wire).unwrap();
+        let Frame::Record(rec) = frame_at(&bytes, 0) else {
+            panic!("not a record")
+        };
+        assert_eq!(rec.payload(), &expected[..]);
+        assert_eq!(rec.crc, crc);
+        assert!(rec.verifies(77 ^ salt(9), salt(9)));
+        let sum: u64 = ents.iter().map(entry_wire_len).sum();
+        assert_eq!(entries_record_len(1000, ents.len() as u64, sum), len as u64);
+        let Record::Entries(back) = decode(&rec, &mut Arena::new()).unwrap() else {
+            panic!("not entries")
+        };
+        assert_eq!(back, ents);
+    }
+
+    #[test]
+    fn fitting_is_exact() {
+        let ents = entries(1, &[100; 40]);
+        for avail in [0u64, 8, 100, 130, 500, 1000, 5000] {
+            let n = entries_that_fit(&ents, avail);
+            let mut p = Pending::new();
+            if n > 0 {
+                p.push_entries(2, 0, &ents[..n]);
+                assert!(p.len() as u64 <= avail);
+            }
+            if n < ents.len() {
+                let mut q = Pending::new();
+                q.push_entries(2, 0, &ents[..n + 1]);
+                assert!(q.len() as u64 > avail);
+            }
+        }
+    }
+
+    #[test]
+    fn small_records_round_trip_and_size() {
+        let hs = HardStateWire {
+            term: 5,
+            vote: 2,
+            commit: 300,
+        };
+        let mut p = Pending::new();
+        let (crc, len) = p.push(Kind::HardState as u8 | SYNC_BOUNDARY, 1, &hs);
+        assert_eq!(len as u64, record_len(&hs));
+        let bytes = bytes_of(&p);
+        let Frame::Record(rec) = frame_at(&bytes, 0) else {
+            panic!()
+        };
+        assert!(rec.is_boundary());
+        assert_eq!(rec.crc, crc);
+        match decode(&rec, &mut Arena::new()).unwrap() {
+            Record::HardState(h) => assert_eq!(HardStateWire::from(&h), hs),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_rejects_damage() {
+        let mut p = Pending::new();
+        p.push(Kind::HardState as u8, 0, &HardStateWire::default());
+        let mut bytes = bytes_of(&p);
+        bytes.extend_from_slice(&[0; 8]);
+        assert!(matches!(frame_at(&bytes, 16), Frame::End));
+        assert!(matches!(frame_at(&bytes, 20), Frame::End));
+        assert!(matches!(frame_at(&bytes[..12], 8), Frame::Bad(_)));
+        let mut bad = bytes.clone();
+        bad[15] = 1; // padding
+        assert!(matches!(frame_at(&bad, 0), Frame::Bad(_)));
+        let mut bad = bytes.clone();
+        bad[0] = 200; // length past the end
+        assert!(matches!(frame_at(&bad, 0), Frame::Bad(_)));
+        let mut bad = bytes;
+        bad[10] ^= 1;
+        let Frame::Record(rec) = frame_at(&bad, 0) else {
+            panic!()
+        };
+        assert!(!rec.verifies(0, 0));
+    }
+}

@@ -714,6 +714,11 @@ impl<T: PeerSink> Node<T> {
                 let cc = ConfChangeI::from_entry(&entry)
                     .map_err(|e| anyhow::anyhow!("entry {index}: {e}"))?;
                 self.apply_conf_change(&cc);
+                self.applied = index;
+                // A node added now will be caught up from a snapshot: it
+                // must carry the membership that includes it, so take one.
+                self.snapshot_now()?;
+                return Ok(());
             }
         }
         self.applied = index;
@@ -781,6 +786,13 @@ impl<T: PeerSink> Node<T> {
 
     fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
         if self.applied < self.snapshot_index + self.cfg.snapshot_count {
+            return Ok(());
+        }
+        self.snapshot_now()
+    }
+
+    fn snapshot_now(&mut self) -> anyhow::Result<()> {
+        if self.applied <= self.snapshot_index {
             return Ok(());
         }
         let index = self.applied;

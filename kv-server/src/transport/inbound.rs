@@ -101,7 +101,9 @@ pub(crate) fn check_message(m: &Message, id: NodeId, from: NodeId) -> Result<(),
             m.msg_type, m.to
         )));
     }
-    if m.from != from {
+    // A follower forwards a leader transfer request as raft built it, with
+    // `from` naming the transferee (etcd raft's convention), not the sender.
+    if m.from != from && m.msg_type != MessageType::TransferLeader {
         return Err(LinkError::Protocol(format!(
             "{:?} claims to be from node {} on a connection from node {from}",
             m.msg_type, m.from

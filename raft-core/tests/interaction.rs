@@ -58,12 +58,16 @@
 //!   `tick-election ID...` (a leader alone: election_tick ticks; otherwise
 //!   the nodes tick in lockstep until one's election timeout fires, at most
 //!   2 * election_tick ticks).
+//! - `ready ID` takes a Ready and queues only its `messages()`; `advance ID`
+//!   then persists it, queues its `persisted_messages()`, applies and
+//!   advances (`process-ready` does both at once).
 //! - `process-ready ID...`, `deliver-msgs [ID...] [drop=..] [type=T]
 //!   [from=..]`, `stabilize [ID...]`.
 //! - `partition ID... [/ ID...]...` (groups; unnamed nodes form one more
 //!   group; messages across groups are dropped at delivery), `heal`.
 //! - `send FROM TO TYPE [term=] [log-term=] [index=] [commit=] [reject=]
-//!   [hint=] [entries="T/I[:data] ..."] [context=]`: queues a crafted message.
+//!   [hint=] [entries="T/I[:data] ..."] [context=] [snap-index=]
+//!   [snap-term=] [snap-voters=..]`: queues a crafted message.
 //! - `compact ID INDEX` (snapshot at INDEX, then compact the storage),
 //!   `restart ID`, `set-snapshot-unavailable ID BOOL`.
 //! - `raft-log ID`, `raft-state`, `status ID`, `applied ID`,
@@ -81,7 +85,7 @@ use goldenscript::{Argument, Command, Runner};
 use raft_core::{
     ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType,
     ConfChangeV2, ConfState, Config, Entry, EntryId, EntryType, HardState, MemStorage, Message,
-    MessageType, NodeId, RawNode, ReadOnlyOption, Snapshot, SnapshotMetadata, SnapshotStatus,
+    MessageType, NodeId, RawNode, ReadOnlyOption, Ready, Snapshot, SnapshotMetadata, SnapshotStatus,
     StateRole, Storage,
 };
 
@@ -108,6 +112,8 @@ struct Node {
     /// The membership as of each index where it changed, to build a snapshot
     /// with the right membership at any applied index.
     conf_history: Vec<(u64, ConfState)>,
+    /// A Ready taken by `ready` and not yet passed to `advance`.
+    pending: Option<Ready>,
 }
 
 impl Node {
@@ -239,9 +245,20 @@ impl Cluster {
     /// messages, applies its committed entries and advances. Returns whether
     /// there was one.
     fn process_ready(&mut self, id: NodeId, out: &mut String) -> Result<bool, Box<dyn StdError>> {
+        if self.node(id)?.pending.is_some() {
+            return Err(format!("{id} has a Ready taken and not advanced").into());
+        }
         if !self.node(id)?.raw.has_ready() {
             return Ok(false);
         }
+        self.take_ready(id, out)?;
+        self.advance(id, out)?;
+        Ok(true)
+    }
+
+    /// Takes `id`'s Ready (etcd's acceptReady), prints it and queues the
+    /// messages that may leave before the Ready is persisted.
+    fn take_ready(&mut self, id: NodeId, out: &mut String) -> Result<(), Box<dyn StdError>> {
         let before = self.observe(id);
         let node = self.node(id)?;
         let mut rd = node.raw.ready();
@@ -277,8 +294,24 @@ impl Cluster {
             rd.persisted_messages().iter().map(fmt_msg),
         )?;
         indent_into(out, &body, "  ");
+        // These may go out in parallel with the write (Raft thesis §10.2.1).
+        let msgs = rd.take_messages();
+        node.pending = Some(rd);
+        self.network.extend(msgs);
+        self.report(id, &before, out, "  ");
+        Ok(())
+    }
 
-        // Persist (synchronously): snapshot, then entries, then hard state.
+    /// Finishes the Ready taken by `take_ready`: persists it (synchronously:
+    /// snapshot, entries, hard state), queues the messages that needed it
+    /// persisted, applies the committed entries and advances.
+    fn advance(&mut self, id: NodeId, out: &mut String) -> Result<(), Box<dyn StdError>> {
+        let before = self.observe(id);
+        let node = self.node(id)?;
+        let mut rd = node
+            .pending
+            .take()
+            .ok_or_else(|| format!("{id} has no Ready to advance"))?;
         let store = node.raw.store_mut();
         if let Some(snap) = rd.snapshot().cloned() {
             store.apply_snapshot(snap.clone())?;
@@ -289,17 +322,13 @@ impl Cluster {
         if let Some(hs) = rd.hard_state() {
             store.set_hard_state(*hs);
         }
-        // Send: with synchronous storage both lists may go now.
-        self.network.extend(rd.take_messages());
         self.network.extend(rd.take_persisted_messages());
-
-        // Apply.
         for e in rd.take_committed_entries() {
             self.apply_entry(id, e, out)?;
         }
         self.node(id)?.raw.advance(rd);
         self.report(id, &before, out, "  ");
-        Ok(true)
+        Ok(())
     }
 
     fn apply_entry(&mut self, id: NodeId, e: Entry, out: &mut String) -> Result<(), Box<dyn StdError>> {
@@ -485,6 +514,7 @@ impl Cluster {
                     config,
                     state: Vec::new(),
                     conf_history,
+                    pending: None,
                 },
             );
         }
@@ -611,6 +641,21 @@ impl Cluster {
         if let Some(ents) = args.lookup("entries") {
             m.entries = parse_entries(&ents.value)?;
         }
+        if msg_type == MessageType::Snap {
+            // The membership defaults to the receiver's own.
+            let conf_state = match args.lookup("snap-voters") {
+                Some(a) => ConfState::with_voters(parse_ids(&a.value)?),
+                None => self.node(to)?.raw.raft().tracker().conf_state(),
+            };
+            m.snapshot = Some(Snapshot {
+                data: Bytes::new(),
+                metadata: SnapshotMetadata {
+                    conf_state,
+                    index: args.lookup_parse("snap-index")?.unwrap_or(0),
+                    term: args.lookup_parse("snap-term")?.unwrap_or(0),
+                },
+            });
+        }
         args.reject_rest()?;
         let line = fmt_msg(&m);
         self.network.push(m);
@@ -647,6 +692,8 @@ impl Cluster {
         let mut config = node.config.clone();
         config.applied = node.raw.raft().raft_log.applied();
         let store = node.raw.store().clone();
+        // A Ready taken but not advanced was not persisted: it is lost.
+        node.pending = None;
         node.raw = RawNode::new(&config, store)?;
         let r = node.raw.raft();
         let line = format!(
@@ -864,6 +911,17 @@ impl Runner for Cluster {
                     .map(|a| a.value.parse())
                     .collect::<Result<_, _>>()?;
                 self.tick_election(&ids)
+            }
+            "ready" => {
+                let mut out = String::new();
+                self.take_ready(pos(0)?, &mut out)?;
+                Ok(out)
+            }
+            "advance" => {
+                let id = pos(0)?;
+                let mut out = format!("> {id} persisting and advancing its Ready\n");
+                self.advance(id, &mut out)?;
+                Ok(out)
             }
             "process-ready" => {
                 let mut out = String::new();
@@ -1309,7 +1367,16 @@ scenarios! {
     leader_stickiness,
     prevote_partition_rejoin,
     prevote_stale_term,
+    ready_advance_contract,
+    ready_advance_single_node,
+    replication_backtracking,
+    replication_pipeline,
+    term_higher_messages,
+    term_lower_messages,
     election_log_restriction,
     election_randomized_timeout,
     election_split_vote,
+    inflights_bytes,
+    inflights_count,
+    progress_probe_replicate,
 }

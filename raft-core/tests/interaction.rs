@@ -1362,6 +1362,8 @@ macro_rules! scenarios {
 scenarios! {
     campaign,
     checkquorum_step_down,
+    commit_figure8,
+    commit_previous_term_entries,
     election_basic,
     election_partition_disrupts,
     leader_stickiness,
@@ -1376,6 +1378,7 @@ scenarios! {
     election_log_restriction,
     election_randomized_timeout,
     election_split_vote,
+    heartbeat_commit,
     inflights_bytes,
     inflights_count,
     progress_probe_replicate,

@@ -913,8 +913,12 @@ impl Runner for Cluster {
                 self.tick_election(&ids)
             }
             "ready" => {
+                let id = pos(0)?;
+                if !self.node(id)?.raw.has_ready() {
+                    return Ok(format!("{id} has no Ready\n"));
+                }
                 let mut out = String::new();
-                self.take_ready(pos(0)?, &mut out)?;
+                self.take_ready(id, &mut out)?;
                 Ok(out)
             }
             "advance" => {
@@ -1374,27 +1378,38 @@ scenarios! {
     confchange_v2_auto_leave,
     confchange_v2_joint_explicit,
     election_basic,
-    election_partition_disrupts,
-    leader_stickiness,
-    prevote_partition_rejoin,
-    prevote_stale_term,
-    proposal_dropped,
-    proposal_forwarding,
-    ready_advance_contract,
-    ready_advance_single_node,
-    replication_backtracking,
-    replication_pipeline,
-    snapshot_follower_behind,
-    snapshot_report_fail,
-    snapshot_unavailable,
-    term_higher_messages,
-    term_lower_messages,
     election_log_restriction,
+    election_partition_disrupts,
     election_randomized_timeout,
     election_split_vote,
     heartbeat_commit,
     inflights_bytes,
     inflights_count,
+    leader_stickiness,
+    leader_transfer,
+    leader_transfer_lagging,
+    leader_transfer_refused,
+    leader_transfer_timeout,
     log_compaction,
+    max_committed_size_per_ready,
+    prevote_partition_rejoin,
+    prevote_stale_term,
     progress_probe_replicate,
+    proposal_dropped,
+    proposal_forwarding,
+    read_index_follower,
+    read_index_lease,
+    read_index_new_leader,
+    read_index_safe,
+    read_index_single_voter,
+    ready_advance_contract,
+    ready_advance_single_node,
+    replication_backtracking,
+    replication_pipeline,
+    restart,
+    snapshot_follower_behind,
+    snapshot_report_fail,
+    snapshot_unavailable,
+    term_higher_messages,
+    term_lower_messages,
 }

@@ -83,10 +83,10 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use goldenscript::{Argument, Command, Runner};
 use raft_core::{
-    ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType,
-    ConfChangeV2, ConfState, Config, Entry, EntryId, EntryType, HardState, MemStorage, Message,
-    MessageType, NodeId, RawNode, ReadOnlyOption, Ready, Snapshot, SnapshotMetadata, SnapshotStatus,
-    StateRole, Storage,
+    ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2,
+    ConfState, Config, Entry, EntryId, EntryType, HardState, MemStorage, Message, MessageType,
+    NodeId, RawNode, ReadOnlyOption, Ready, Snapshot, SnapshotMetadata, SnapshotStatus, StateRole,
+    Storage,
 };
 
 type CmdResult = Result<String, Box<dyn StdError>>;
@@ -207,7 +207,12 @@ impl Cluster {
     fn report(&mut self, id: NodeId, before: &Observed, out: &mut String, indent: &str) {
         let after = self.observe(id);
         if (before.role, before.term, before.lead) != (after.role, after.term, after.lead) {
-            self.log(Level::Info, out, indent, format!("{id} is {}", describe_role(&after)));
+            self.log(
+                Level::Info,
+                out,
+                indent,
+                format!("{id} is {}", describe_role(&after)),
+            );
         }
         if after.role == StateRole::Leader {
             match self.leaders.get(&after.term) {
@@ -331,7 +336,12 @@ impl Cluster {
         Ok(())
     }
 
-    fn apply_entry(&mut self, id: NodeId, e: Entry, out: &mut String) -> Result<(), Box<dyn StdError>> {
+    fn apply_entry(
+        &mut self,
+        id: NodeId,
+        e: Entry,
+        out: &mut String,
+    ) -> Result<(), Box<dyn StdError>> {
         match self.applied_ids.get(&e.index) {
             Some((other, by)) if *other != e.id() => panic!(
                 "safety violation: {id} applies {}/{} but {by} applied {}/{}",
@@ -455,8 +465,14 @@ impl Cluster {
     fn add_nodes(&mut self, cmd: &Command) -> CmdResult {
         let mut args = cmd.consume_args();
         let n: u64 = args.next_pos().ok_or("add-nodes N")?.parse()?;
-        let voters = args.lookup("voters").map(|a| parse_ids(&a.value)).transpose()?;
-        let learners = args.lookup("learners").map(|a| parse_ids(&a.value)).transpose()?;
+        let voters = args
+            .lookup("voters")
+            .map(|a| parse_ids(&a.value))
+            .transpose()?;
+        let learners = args
+            .lookup("learners")
+            .map(|a| parse_ids(&a.value))
+            .transpose()?;
         let index: u64 = args.lookup_parse("index")?.unwrap_or(0);
         let options = args.rest_key();
         args.reject_rest()?;
@@ -679,7 +695,10 @@ impl Cluster {
         let store = node.raw.store_mut();
         let snap = store.create_snapshot(index, Some(cs), data)?;
         store.compact(index)?;
-        Ok(format!("{id} compacted its log to snapshot {}\n", fmt_snapshot(&snap)))
+        Ok(format!(
+            "{id} compacted its log to snapshot {}\n",
+            fmt_snapshot(&snap)
+        ))
     }
 
     fn restart(&mut self, id: NodeId) -> CmdResult {
@@ -1012,7 +1031,10 @@ impl Runner for Cluster {
             "restart" => self.restart(pos(0)?),
             "set-snapshot-unavailable" => {
                 let on: bool = cmd.args.get(1).ok_or("BOOL")?.value.parse()?;
-                self.node(pos(0)?)?.raw.store_mut().set_snapshot_unavailable(on);
+                self.node(pos(0)?)?
+                    .raw
+                    .store_mut()
+                    .set_snapshot_unavailable(on);
                 Ok(String::new())
             }
             "raft-log" => self.raft_log(pos(0)?),
@@ -1160,7 +1182,10 @@ fn fmt_ids<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
 }
 
 fn fmt_hard_state(hs: &HardState) -> String {
-    format!("HardState Term:{} Vote:{} Commit:{}", hs.term, hs.vote, hs.commit)
+    format!(
+        "HardState Term:{} Vote:{} Commit:{}",
+        hs.term, hs.vote, hs.commit
+    )
 }
 
 fn fmt_conf_state(cs: &ConfState) -> String {
@@ -1260,11 +1285,7 @@ fn fmt_msg(m: &Message) -> String {
             }
         }
         Vote | PreVote => write!(s, " Log:{}/{}", m.log_term, m.index).unwrap(),
-        VoteResp | PreVoteResp => {
-            if m.reject {
-                s.push_str(" Rejected");
-            }
-        }
+        VoteResp | PreVoteResp if m.reject => s.push_str(" Rejected"),
         Heartbeat => write!(s, " Commit:{}", m.commit).unwrap(),
         Snap => {
             if let Some(snap) = &m.snapshot {
@@ -1369,6 +1390,7 @@ scenarios! {
     commit_figure8,
     commit_previous_term_entries,
     confchange_join_from_log_hazard,
+    confchange_joint_restart_snapshot,
     confchange_learners,
     confchange_pending_refusal,
     confchange_remove_follower,
@@ -1377,6 +1399,7 @@ scenarios! {
     confchange_v1_add_node,
     confchange_v2_auto_leave,
     confchange_v2_joint_explicit,
+    confchange_v2_replace_leader,
     election_basic,
     election_log_restriction,
     election_partition_disrupts,
@@ -1407,6 +1430,7 @@ scenarios! {
     replication_backtracking,
     replication_pipeline,
     restart,
+    snapshot_and_entries_in_one_ready,
     snapshot_follower_behind,
     snapshot_report_fail,
     snapshot_unavailable,

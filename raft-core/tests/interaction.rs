@@ -1439,4 +1439,5 @@ scenarios! {
     snapshot_unavailable,
     term_higher_messages,
     term_lower_messages,
+    vote_rules,
 }

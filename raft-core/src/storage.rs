@@ -132,12 +132,21 @@ impl MemStorage {
     /// storage knows its peers before any entry exists.
     ///
     /// Every node of a new cluster must be bootstrapped with the same
-    /// membership (the same index-0 snapshot); nodes added later start from
-    /// [`MemStorage::new`] and catch up from the leader. This follows
-    /// raft-rs's `MemStorage::new_with_conf_state`. etcd's `Bootstrap`
-    /// instead writes one committed `ConfChange` entry per peer at term 1;
-    /// the snapshot form keeps the log empty, so the first leader's entries
-    /// start at index 1.
+    /// membership (the same index-0 snapshot). This follows raft-rs's
+    /// `MemStorage::new_with_conf_state`. etcd's `Bootstrap` instead writes
+    /// one committed `ConfChange` entry per peer at term 1; the snapshot form
+    /// keeps the log empty, so the first leader's entries start at index 1.
+    ///
+    /// The initial membership lives only in that snapshot, never in the log,
+    /// so a node added later must not start from [`MemStorage::new`] and
+    /// replay the leader's log from index 1: it would apply its own addition
+    /// to an empty configuration, count itself as the only voter and elect
+    /// itself (a split brain; see `testdata/confchange_join_from_log_hazard.txt`).
+    /// Either start it from this same bootstrap storage (it is a non-member
+    /// until the change adding it is applied, and may then catch up from the
+    /// log), or start it from [`MemStorage::new`] and make sure it is caught
+    /// up by a snapshot that includes it: compact the leader's log past the
+    /// change that added it before it needs the compacted entries.
     pub fn new_with_conf_state(conf_state: ConfState) -> Self {
         let mut s = Self::new();
         s.snapshot.metadata.conf_state = conf_state.clone();

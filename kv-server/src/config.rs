@@ -32,6 +32,12 @@ pub struct Flags {
     #[arg(long, default_value = "127.0.0.1")]
     pub client_host: String,
 
+    /// The address the peer port binds to (default: this node's own URL in
+    /// --cluster). Set it when peers reach this node through another address
+    /// (a proxy, NAT): --cluster then holds the advertised addresses.
+    #[arg(long)]
+    pub listen_peer: Option<String>,
+
     /// Join an existing cluster (after `POST /nodes/{id}` or `POST /{id}`
     /// on a member) instead of starting a new one.
     #[arg(long)]

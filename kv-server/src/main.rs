@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let peer_url = &peers[&flags.id];
+        let peer_url = flags.listen_peer.as_ref().unwrap_or(&peers[&flags.id]);
         let peer_listener = TcpListener::bind(peer_addr(peer_url))
             .await
             .map_err(|e| anyhow::anyhow!("binding the peer address {peer_url}: {e}"))?;

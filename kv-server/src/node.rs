@@ -153,6 +153,9 @@ struct Waiter {
     tx: Responder,
     deadline: Instant,
     proposed: Instant,
+    /// Whether the write's entry is known durable in this node's WAL (only
+    /// observed on the leader, which appends its own proposals).
+    synced: bool,
 }
 
 /// Reads sharing one ReadIndex round.
@@ -447,6 +450,7 @@ impl<T: PeerSink> Node<T> {
                         tx,
                         deadline,
                         proposed: Instant::now(),
+                        synced: false,
                     },
                 );
             }
@@ -524,6 +528,7 @@ impl<T: PeerSink> Node<T> {
                         tx,
                         deadline: now + self.cfg.request_timeout,
                         proposed: now,
+                        synced: false,
                     },
                 );
             }
@@ -600,8 +605,21 @@ impl<T: PeerSink> Node<T> {
         self.transport.send(rd.take_messages());
         // 2. Persist, one sync.
         let sync_started = Instant::now();
+        let appended = !rd.entries().is_empty();
         self.persist(&mut rd)?;
         self.metrics.sync.observe(sync_started.elapsed());
+        if appended && self.raw.raft().state() == StateRole::Leader {
+            // A leader's Ready carries every proposal made before it was
+            // taken: those writes are now in our WAL.
+            for w in self
+                .waiters
+                .values_mut()
+                .filter(|w| !w.synced && w.proposed <= sync_started)
+            {
+                w.synced = true;
+                self.metrics.to_sync.observe(w.proposed.elapsed());
+            }
+        }
         // 3. Acknowledgements only now.
         self.transport.send(rd.take_persisted_messages());
         // 4. Apply.
@@ -694,12 +712,16 @@ impl<T: PeerSink> Node<T> {
                 if entry.data.is_empty() {
                     // A new leader's empty entry.
                 } else if let Ok(p) = Proposal::decode(&entry.data) {
+                    let mine = origin_of(p.id) == self.cfg.id;
+                    if let Some(w) = self.waiters.get(&p.id).filter(|_| mine) {
+                        self.metrics.to_commit.observe(w.proposed.elapsed());
+                    }
                     let result = self
                         .sm
                         .apply(p.command)
                         .map(|()| Response::Done)
                         .map_err(ApiError::from);
-                    if origin_of(p.id) == self.cfg.id {
+                    if mine {
                         if let Some(w) = self.waiters.remove(&p.id) {
                             self.metrics.apply.observe(w.proposed.elapsed());
                             let _ = w.tx.send(result);
@@ -920,6 +942,10 @@ fn fail_batch(batch: ReadBatch, err: ApiError) {
 struct NodeMetrics {
     /// One WAL write + sync per Ready.
     sync: Histogram,
+    /// A write from proposal to durable in the leader's WAL.
+    to_sync: Histogram,
+    /// A write from proposal to committed (seen in a Ready on this node).
+    to_commit: Histogram,
     /// A write from proposal to applied on this node.
     apply: Histogram,
     /// A ReadIndex round, from request to confirmation.
@@ -932,6 +958,14 @@ impl NodeMetrics {
             sync: m.histogram(
                 "kv_wal_sync_seconds",
                 "Time to write and sync one Ready's entries and hard state to the WAL.",
+            ),
+            to_sync: m.histogram(
+                "kv_write_to_wal_sync_seconds",
+                "Time from proposing a write to its entry being synced in the leader's WAL.",
+            ),
+            to_commit: m.histogram(
+                "kv_write_to_commit_seconds",
+                "Time from proposing a write to seeing it committed on the node that received it.",
             ),
             apply: m.histogram(
                 "kv_write_apply_seconds",

@@ -44,6 +44,8 @@ pub struct NodeBackend {
     events: mpsc::Sender<Event>,
     metrics: Metrics,
     transport: Arc<Transport>,
+    /// A write from arrival to its answer.
+    answer: crate::metrics::Histogram,
 }
 
 impl NodeBackend {
@@ -130,7 +132,10 @@ impl Backend for NodeBackend {
                 let cmd = req
                     .into_command()
                     .map_err(|_| ApiError::internal("not a write"))?;
-                self.ask(|tx| Event::Propose(cmd, tx)).await
+                let started = std::time::Instant::now();
+                let result = self.ask(|tx| Event::Propose(cmd, tx)).await;
+                self.answer.observe(started.elapsed());
+                result
             }
             Request::AddNode { id, addr, learner } => {
                 let url = if addr.contains("://") {
@@ -269,6 +274,10 @@ pub async fn run(
 
     let backend = NodeBackend {
         events: events_tx.clone(),
+        answer: metrics.histogram(
+            "kv_write_to_answer_seconds",
+            "Time from a write's arrival to its answer (the whole write path).",
+        ),
         metrics,
         transport: transport.clone(),
     };

@@ -363,7 +363,7 @@ impl<S: Storage> Raft<S> {
         self.send(Message {
             msg_type: MessageType::Snap,
             to,
-            snapshot: Some(snapshot),
+            snapshot: Some(Box::new(snapshot)),
             ..Default::default()
         });
         true
@@ -927,7 +927,7 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn handle_snapshot(&mut self, m: Message) {
-        let s = m.snapshot.unwrap_or_default();
+        let s = m.snapshot.map(|s| *s).unwrap_or_default();
         let index = if self.restore(s) {
             self.raft_log.last_index()
         } else {

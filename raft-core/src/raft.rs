@@ -399,11 +399,25 @@ impl<S: Storage> Raft<S> {
             .collect()
     }
 
+    /// The smallest member id above `after` other than this node: the
+    /// broadcasts walk the members with it instead of collecting their ids
+    /// (an allocation on every proposal).
+    fn next_peer(&self, after: NodeId) -> Option<NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.trk
+            .progress
+            .range((Excluded(after), Unbounded))
+            .map(|(&id, _)| id)
+            .find(|&id| id != self.id)
+    }
+
     /// Sends appends (with entries, or empty to carry the commit index) to
     /// every follower that is not paused.
     pub(crate) fn bcast_append(&mut self) {
-        for id in self.peers() {
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
             self.send_append(id);
+            after = id;
         }
     }
 
@@ -418,8 +432,10 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn bcast_heartbeat_with_ctx(&mut self, ctx: Bytes) {
-        for id in self.peers() {
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
             self.send_heartbeat(id, ctx.clone());
+            after = id;
         }
     }
 

@@ -150,6 +150,21 @@ struct Accepted {
     self_msgs: Vec<Message>,
 }
 
+/// Splits the messages to send after persisting into those addressed to
+/// this node `id` (stepped back in by `advance`) and the others, keeping the
+/// order of each. A leader's are usually all its own acks and a follower's
+/// all to the leader, so the common cases move the vector whole.
+fn split_self_msgs(mut msgs: Vec<Message>, id: NodeId) -> (Vec<Message>, Vec<Message>) {
+    if msgs.iter().all(|m| m.to == id) {
+        return (msgs, Vec::new());
+    }
+    if msgs.iter().all(|m| m.to != id) {
+        return (Vec::new(), msgs);
+    }
+    let own = msgs.extract_if(.., |m| m.to == id).collect();
+    (own, msgs)
+}
+
 /// A raft node without threads, clocks or I/O: the application feeds it
 /// ticks, messages and proposals, and handles the [`Ready`] batches it
 /// produces.
@@ -355,10 +370,8 @@ impl<S: Storage> RawNode<S> {
             || hard.term != self.prev_hard_st.term
             || hard.vote != self.prev_hard_st.vote;
         let messages = std::mem::take(&mut r.msgs);
-        let (self_msgs, persisted_messages): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut r.msgs_after_append)
-                .into_iter()
-                .partition(|m| m.to == r.id);
+        let (self_msgs, persisted_messages) =
+            split_self_msgs(std::mem::take(&mut r.msgs_after_append), r.id);
         let read_states = std::mem::take(&mut r.read_states);
 
         // Accept what is handed out.
@@ -404,9 +417,14 @@ impl<S: Storage> RawNode<S> {
             .take()
             .expect("advance() called without an outstanding Ready");
         let r = &mut self.raft;
-        for m in acc.self_msgs {
+        let mut self_msgs = acc.self_msgs;
+        for m in self_msgs.drain(..) {
             // Stale ones (the term moved on) are ignored by step.
             let _ = r.step(m);
+        }
+        if r.msgs_after_append.capacity() == 0 {
+            // Recycle the buffer: a busy leader queues a self-ack per Ready.
+            r.msgs_after_append = self_msgs;
         }
         // The snapshot precedes the entries: acknowledge it first.
         if let Some(index) = acc.snapshot_index {

@@ -463,12 +463,25 @@ impl<S: Storage> Raft<S> {
         let li = self.raft_log.append(es);
         // The leader acks its own entries once they are durable: this message
         // is stepped back in by `advance`, after the Ready is persisted.
-        self.send(Message {
-            msg_type: MessageType::AppResp,
-            to: self.id,
-            index: li,
-            ..Default::default()
+        //
+        // Unlike etcd, which queues one self-ack per append, a pending
+        // self-ack of this term is raised to `li` instead: all of them are
+        // stepped together after the same write, the leader's log only grows
+        // within its term, and acking `li` acks everything before it. So a
+        // batch of proposals costs one ack to step rather than one each.
+        let (id, term) = (self.id, self.term);
+        let pending = self.msgs_after_append.iter_mut().rev().find(|m| {
+            m.to == id && m.msg_type == MessageType::AppResp && m.term == term && !m.reject
         });
+        match pending {
+            Some(ack) => ack.index = li,
+            None => self.send(Message {
+                msg_type: MessageType::AppResp,
+                to: self.id,
+                index: li,
+                ..Default::default()
+            }),
+        }
         true
     }
 

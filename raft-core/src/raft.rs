@@ -98,6 +98,13 @@ pub struct Raft<S: Storage> {
     pub(crate) step_down_on_removal: bool,
     pub(crate) max_msg_size: u64,
     pub(crate) max_uncommitted_size: u64,
+    /// `Config::batch_appends`.
+    pub(crate) batch_appends: bool,
+    /// With `batch_appends`: a broadcast of appends is owed, to be sent by
+    /// `flush_appends` when the next Ready is taken. Use: set by
+    /// `bcast_append_or_defer`, cleared by `flush_appends` and on any role
+    /// change.
+    pub(crate) appends_pending: bool,
     rng: SplitMix64,
 }
 
@@ -161,6 +168,8 @@ impl<S: Storage> Raft<S> {
             step_down_on_removal: c.step_down_on_removal,
             max_msg_size: c.max_size_per_msg,
             max_uncommitted_size: c.effective_max_uncommitted_size(),
+            batch_appends: c.batch_appends,
+            appends_pending: false,
             rng: SplitMix64(c.seed ^ c.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
         };
         let (cfg, prs) = confchange::restore(
@@ -421,6 +430,38 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// [`bcast_append`](Self::bcast_append) now, or with `batch_appends`
+    /// when the next Ready is taken ([`flush_appends`](Self::flush_appends)):
+    /// the appends of all the proposals and commit index advances in between
+    /// then go out together. Deferring only changes how the entries are
+    /// grouped into messages: nothing leaves before the Ready anyway.
+    pub(crate) fn bcast_append_or_defer(&mut self) {
+        if self.batch_appends {
+            self.appends_pending = true;
+        } else {
+            self.bcast_append();
+        }
+    }
+
+    /// Sends the broadcast owed by [`bcast_append_or_defer`](Self::bcast_append_or_defer):
+    /// to each follower as many appends of the entries it lacks as flow
+    /// control allows, or one empty append if it has them all but not the
+    /// commit index.
+    pub(crate) fn flush_appends(&mut self) {
+        if !std::mem::take(&mut self.appends_pending) || self.state != StateRole::Leader {
+            return;
+        }
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
+            let committed = self.raft_log.committed;
+            let mut send_if_empty = self.trk.progress[&id].can_bump_commit(committed);
+            while self.maybe_send_append(id, send_if_empty) {
+                send_if_empty = false;
+            }
+            after = id;
+        }
+    }
+
     /// Sends heartbeats to every follower, carrying the newest pending read
     /// request's context.
     pub(crate) fn bcast_heartbeat(&mut self) {
@@ -572,6 +613,7 @@ impl<S: Storage> Raft<S> {
         });
         self.pending_conf_index = 0;
         self.uncommitted_size = 0;
+        self.appends_pending = false;
         self.read_only = ReadOnly::new(self.read_only.option);
     }
 

@@ -338,6 +338,9 @@ impl<S: Storage> RawNode<S> {
             return true;
         }
         r.raft_log.has_next_unstable_snapshot()
+            // Owed appends may turn out to be none (every follower paused):
+            // the Ready is then empty, once.
+            || r.appends_pending
             || !r.msgs.is_empty()
             || !r.msgs_after_append.is_empty()
             || r.raft_log.has_next_unstable_ents()
@@ -356,6 +359,7 @@ impl<S: Storage> RawNode<S> {
             "ready() called again before advance() of the previous Ready"
         );
         let r = &mut self.raft;
+        r.flush_appends();
         let entries = r.raft_log.next_unstable_ents().to_vec();
         // Synchronous storage: committed entries may include entries of this
         // very Ready, which the application persists before applying.

@@ -154,15 +154,14 @@ struct Accepted {
 /// this node `id` (stepped back in by `advance`) and the others, keeping the
 /// order of each. A leader's are usually all its own acks and a follower's
 /// all to the leader, so the common cases move the vector whole.
-fn split_self_msgs(mut msgs: Vec<Message>, id: NodeId) -> (Vec<Message>, Vec<Message>) {
+fn split_self_msgs(msgs: Vec<Message>, id: NodeId) -> (Vec<Message>, Vec<Message>) {
     if msgs.iter().all(|m| m.to == id) {
         return (msgs, Vec::new());
     }
     if msgs.iter().all(|m| m.to != id) {
         return (Vec::new(), msgs);
     }
-    let own = msgs.extract_if(.., |m| m.to == id).collect();
-    (own, msgs)
+    msgs.into_iter().partition(|m| m.to == id)
 }
 
 /// A raft node without threads, clocks or I/O: the application feeds it

@@ -145,7 +145,11 @@ fn batched_appends_respect_max_size_per_msg_and_flow_control() {
         .filter(|m| m.msg_type == MessageType::App)
         .map(|m| m.entries.len())
         .collect();
-    assert_eq!(firsts, vec![4, 4, 4, 4, 4, 4], "3 per follower, 4 entries each");
+    assert_eq!(
+        firsts,
+        vec![4, 4, 4, 4, 4, 4],
+        "3 per follower, 4 entries each"
+    );
     let mut queue: Vec<Message> = Vec::new();
     let mut rd = rd;
     queue.extend(rd.take_messages());
@@ -179,9 +183,7 @@ fn a_leader_that_steps_down_before_the_ready_sends_no_owed_appends() {
     assert_eq!(c.nodes[0].raft().state(), StateRole::Follower);
     let rd = c.nodes[0].ready();
     assert!(
-        rd.messages()
-            .iter()
-            .all(|m| m.msg_type != MessageType::App),
+        rd.messages().iter().all(|m| m.msg_type != MessageType::App),
         "{:?}",
         rd.messages()
     );

@@ -52,6 +52,17 @@ pub struct Config {
     /// down when it applies the change. Without it, it keeps leading until the
     /// application stops it.
     pub step_down_on_removal: bool,
+    /// Build the leader's appends to followers when the application takes
+    /// a [`Ready`](crate::Ready) instead of on every proposal (and every
+    /// commit index advance), so that everything proposed between two
+    /// Readies goes to each follower in as few messages as
+    /// `max_size_per_msg` allows. Off by default, as in etcd: each proposal
+    /// then makes its own append to each follower, which is simplest to
+    /// trace but costs a message (and an acknowledgement) per proposal per
+    /// follower under load. The messages carry the same entries either way;
+    /// only their number and grouping change. The idea is raft-rs's
+    /// `batch_append` and CockroachDB's lazy appends.
+    pub batch_appends: bool,
     /// The seed of the random election timeouts; runs with the same seeds
     /// and inputs are identical.
     pub seed: u64,
@@ -77,6 +88,7 @@ impl Config {
             read_only_option: ReadOnlyOption::Safe,
             disable_proposal_forwarding: false,
             step_down_on_removal: true,
+            batch_appends: false,
             seed: id,
         }
     }

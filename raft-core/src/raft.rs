@@ -98,6 +98,13 @@ pub struct Raft<S: Storage> {
     pub(crate) step_down_on_removal: bool,
     pub(crate) max_msg_size: u64,
     pub(crate) max_uncommitted_size: u64,
+    /// `Config::batch_appends`.
+    pub(crate) batch_appends: bool,
+    /// With `batch_appends`: a broadcast of appends is owed, to be sent by
+    /// `flush_appends` when the next Ready is taken. Use: set by
+    /// `bcast_append_or_defer`, cleared by `flush_appends` and on any role
+    /// change.
+    pub(crate) appends_pending: bool,
     rng: SplitMix64,
 }
 
@@ -161,6 +168,8 @@ impl<S: Storage> Raft<S> {
             step_down_on_removal: c.step_down_on_removal,
             max_msg_size: c.max_size_per_msg,
             max_uncommitted_size: c.effective_max_uncommitted_size(),
+            batch_appends: c.batch_appends,
+            appends_pending: false,
             rng: SplitMix64(c.seed ^ c.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
         };
         let (cfg, prs) = confchange::restore(
@@ -363,7 +372,7 @@ impl<S: Storage> Raft<S> {
         self.send(Message {
             msg_type: MessageType::Snap,
             to,
-            snapshot: Some(snapshot),
+            snapshot: Some(Box::new(snapshot)),
             ..Default::default()
         });
         true
@@ -399,11 +408,57 @@ impl<S: Storage> Raft<S> {
             .collect()
     }
 
+    /// The smallest member id above `after` other than this node: the
+    /// broadcasts walk the members with it instead of collecting their ids
+    /// (an allocation on every proposal).
+    fn next_peer(&self, after: NodeId) -> Option<NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.trk
+            .progress
+            .range((Excluded(after), Unbounded))
+            .map(|(&id, _)| id)
+            .find(|&id| id != self.id)
+    }
+
     /// Sends appends (with entries, or empty to carry the commit index) to
     /// every follower that is not paused.
     pub(crate) fn bcast_append(&mut self) {
-        for id in self.peers() {
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
             self.send_append(id);
+            after = id;
+        }
+    }
+
+    /// [`bcast_append`](Self::bcast_append) now, or with `batch_appends`
+    /// when the next Ready is taken ([`flush_appends`](Self::flush_appends)):
+    /// the appends of all the proposals and commit index advances in between
+    /// then go out together. Deferring only changes how the entries are
+    /// grouped into messages: nothing leaves before the Ready anyway.
+    pub(crate) fn bcast_append_or_defer(&mut self) {
+        if self.batch_appends {
+            self.appends_pending = true;
+        } else {
+            self.bcast_append();
+        }
+    }
+
+    /// Sends the broadcast owed by [`bcast_append_or_defer`](Self::bcast_append_or_defer):
+    /// to each follower as many appends of the entries it lacks as flow
+    /// control allows, or one empty append if it has them all but not the
+    /// commit index.
+    pub(crate) fn flush_appends(&mut self) {
+        if !std::mem::take(&mut self.appends_pending) || self.state != StateRole::Leader {
+            return;
+        }
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
+            let committed = self.raft_log.committed;
+            let mut send_if_empty = self.trk.progress[&id].can_bump_commit(committed);
+            while self.maybe_send_append(id, send_if_empty) {
+                send_if_empty = false;
+            }
+            after = id;
         }
     }
 
@@ -418,8 +473,10 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn bcast_heartbeat_with_ctx(&mut self, ctx: Bytes) {
-        for id in self.peers() {
+        let mut after = NONE;
+        while let Some(id) = self.next_peer(after) {
             self.send_heartbeat(id, ctx.clone());
+            after = id;
         }
     }
 
@@ -447,12 +504,25 @@ impl<S: Storage> Raft<S> {
         let li = self.raft_log.append(es);
         // The leader acks its own entries once they are durable: this message
         // is stepped back in by `advance`, after the Ready is persisted.
-        self.send(Message {
-            msg_type: MessageType::AppResp,
-            to: self.id,
-            index: li,
-            ..Default::default()
+        //
+        // Unlike etcd, which queues one self-ack per append, a pending
+        // self-ack of this term is raised to `li` instead: all of them are
+        // stepped together after the same write, the leader's log only grows
+        // within its term, and acking `li` acks everything before it. So a
+        // batch of proposals costs one ack to step rather than one each.
+        let (id, term) = (self.id, self.term);
+        let pending = self.msgs_after_append.iter_mut().rev().find(|m| {
+            m.to == id && m.msg_type == MessageType::AppResp && m.term == term && !m.reject
         });
+        match pending {
+            Some(ack) => ack.index = li,
+            None => self.send(Message {
+                msg_type: MessageType::AppResp,
+                to: self.id,
+                index: li,
+                ..Default::default()
+            }),
+        }
         true
     }
 
@@ -543,6 +613,7 @@ impl<S: Storage> Raft<S> {
         });
         self.pending_conf_index = 0;
         self.uncommitted_size = 0;
+        self.appends_pending = false;
         self.read_only = ReadOnly::new(self.read_only.option);
     }
 
@@ -927,7 +998,7 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn handle_snapshot(&mut self, m: Message) {
-        let s = m.snapshot.unwrap_or_default();
+        let s = m.snapshot.map(|s| *s).unwrap_or_default();
         let index = if self.restore(s) {
             self.raft_log.last_index()
         } else {

@@ -150,6 +150,20 @@ struct Accepted {
     self_msgs: Vec<Message>,
 }
 
+/// Splits the messages to send after persisting into those addressed to
+/// this node `id` (stepped back in by `advance`) and the others, keeping the
+/// order of each. A leader's are usually all its own acks and a follower's
+/// all to the leader, so the common cases move the vector whole.
+fn split_self_msgs(msgs: Vec<Message>, id: NodeId) -> (Vec<Message>, Vec<Message>) {
+    if msgs.iter().all(|m| m.to == id) {
+        return (msgs, Vec::new());
+    }
+    if msgs.iter().all(|m| m.to != id) {
+        return (Vec::new(), msgs);
+    }
+    msgs.into_iter().partition(|m| m.to == id)
+}
+
 /// A raft node without threads, clocks or I/O: the application feeds it
 /// ticks, messages and proposals, and handles the [`Ready`] batches it
 /// produces.
@@ -323,6 +337,9 @@ impl<S: Storage> RawNode<S> {
             return true;
         }
         r.raft_log.has_next_unstable_snapshot()
+            // Owed appends may turn out to be none (every follower paused):
+            // the Ready is then empty, once.
+            || r.appends_pending
             || !r.msgs.is_empty()
             || !r.msgs_after_append.is_empty()
             || r.raft_log.has_next_unstable_ents()
@@ -341,6 +358,7 @@ impl<S: Storage> RawNode<S> {
             "ready() called again before advance() of the previous Ready"
         );
         let r = &mut self.raft;
+        r.flush_appends();
         let entries = r.raft_log.next_unstable_ents().to_vec();
         // Synchronous storage: committed entries may include entries of this
         // very Ready, which the application persists before applying.
@@ -355,10 +373,8 @@ impl<S: Storage> RawNode<S> {
             || hard.term != self.prev_hard_st.term
             || hard.vote != self.prev_hard_st.vote;
         let messages = std::mem::take(&mut r.msgs);
-        let (self_msgs, persisted_messages): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut r.msgs_after_append)
-                .into_iter()
-                .partition(|m| m.to == r.id);
+        let (self_msgs, persisted_messages) =
+            split_self_msgs(std::mem::take(&mut r.msgs_after_append), r.id);
         let read_states = std::mem::take(&mut r.read_states);
 
         // Accept what is handed out.
@@ -404,9 +420,14 @@ impl<S: Storage> RawNode<S> {
             .take()
             .expect("advance() called without an outstanding Ready");
         let r = &mut self.raft;
-        for m in acc.self_msgs {
+        let mut self_msgs = acc.self_msgs;
+        for m in self_msgs.drain(..) {
             // Stale ones (the term moved on) are ignored by step.
             let _ = r.step(m);
+        }
+        if r.msgs_after_append.capacity() == 0 {
+            // Recycle the buffer: a busy leader queues a self-ack per Ready.
+            r.msgs_after_append = self_msgs;
         }
         // The snapshot precedes the entries: acknowledge it first.
         if let Some(index) = acc.snapshot_index {

@@ -338,8 +338,11 @@ pub struct Message {
     pub entries: Vec<Entry>,
     /// The sender's commit index (`App`, `Heartbeat`).
     pub commit: u64,
-    /// The snapshot carried by `Snap`.
-    pub snapshot: Option<Snapshot>,
+    /// The snapshot carried by `Snap`. Boxed: a snapshot's metadata is
+    /// larger than all the other fields together, and only `Snap` carries
+    /// one, so inline it would make every message (moved through each
+    /// Ready and the application's queues) more than twice as big.
+    pub snapshot: Option<Box<Snapshot>>,
     /// Whether a response rejects the request.
     pub reject: bool,
     /// A rejecting `AppResp`: the follower's hint of where its log may match

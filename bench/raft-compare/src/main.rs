@@ -5,9 +5,8 @@
 
 mod alloc;
 mod cluster;
+mod raft_core_driver;
 mod raft_rs_driver;
-// === raft-core driver (1 of 3): uncomment with the dependency in Cargo.toml. ===
-// mod raft_core_driver;
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -26,11 +25,10 @@ macro_rules! with_cluster {
                 type $c = raft_rs_driver::RaftRsCluster;
                 $body
             }
-            // === raft-core driver (2 of 3). ===
-            // "raft-core" => {
-            //     type $c = raft_core_driver::RaftCoreCluster;
-            //     $body
-            // }
+            "raft-core" => {
+                type $c = raft_core_driver::RaftCoreCluster;
+                $body
+            }
             other => Err(format!("library {other:?} is not built in")),
         }
     };
@@ -695,11 +693,10 @@ mod tests {
         applies_everything_everywhere::<raft_rs_driver::RaftRsCluster>();
     }
 
-    // === raft-core driver (3 of 3). ===
-    // #[test]
-    // fn raft_core_applies_everything_everywhere() {
-    //     applies_everything_everywhere::<raft_core_driver::RaftCoreCluster>();
-    // }
+    #[test]
+    fn raft_core_applies_everything_everywhere() {
+        applies_everything_everywhere::<raft_core_driver::RaftCoreCluster>();
+    }
 
     #[test]
     fn applied_reads_the_stamped_sequence_number() {

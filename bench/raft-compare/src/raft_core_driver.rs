@@ -1,23 +1,21 @@
 //! The raft-core driver.
 //!
-//! NOT COMPILED YET: enable it by uncommenting the `raft-core` dependency in
-//! Cargo.toml and the three places marked "raft-core driver" in src/main.rs.
-//! It was written against the RawNode API announced for raft-core before that
-//! API existed; the lines marked `ADJUST` name things that API did not fix
-//! (MemStorage construction, compaction, Config fields, the leader check,
-//! the snapshot accessor's type) and may need renaming.
-//!
-//! Ready handling follows raft-core's etcd-style contract: persist the Ready's
-//! snapshot, entries and hard state, then send its messages, apply its
-//! committed entries, and `advance`. (A leader may send before its own write,
-//! thesis 10.2.1; in one thread the order makes no difference.)
+//! Ready handling follows raft-core's etcd-style contract, in the same order
+//! as the raft-rs driver: `messages()` are sent at once (only a leader has
+//! them: thesis 10.2.1 lets it send appends in parallel with its own disk
+//! write), the snapshot, entries and hard state are persisted,
+//! `persisted_messages()` (acks and votes) are sent only then, committed
+//! entries are applied, and `advance()` steps the node's own acks back in
+//! (etcd's `stepsOnAdvance`). raft-core needs no second "light ready":
+//! everything `advance()` produces shows up in the next Ready.
 
 use std::mem;
 
 use bytes::Bytes;
-use raft_core::raw_node::RawNode;
-use raft_core::storage::MemStorage;
-use raft_core::{ConfState, Entry, EntryType, Message, StateRole};
+use raft_core::{
+    ConfState, Config, Entry, EntryType, MemStorage, Message, NO_LIMIT, RawNode, StateRole,
+    StorageError,
+};
 
 use crate::cluster::{self, Applied, Cluster, Delivery, Setup};
 
@@ -45,19 +43,25 @@ fn apply(applied: &mut Applied, entries: &[Entry]) {
 }
 
 impl Node {
-    fn new(id: u64, _setup: Setup) -> Node {
-        // raft-core has no option to merge appends (`Setup::merge_appends`): etcd's
-        // design sends what is new to each follower when it handles a proposal.
-        // ADJUST: Config field names.
-        let cfg = raft_core::config::Config {
-            id,
+    fn new(id: u64, setup: Setup) -> Node {
+        // `Setup::merge_appends` is raft-core's `batch_appends`: the leader
+        // builds its appends when the Ready is taken, so the proposals of a
+        // cycle go to each follower in one message (raft-rs's `batch_append`
+        // merges them into the first queued append instead). The other
+        // settings are those the raft-rs driver gets (raft-rs's defaults
+        // where the harness says nothing: no pre-vote, no check-quorum, no
+        // limit on the committed entries per Ready).
+        let cfg = Config {
+            batch_appends: setup.merge_appends,
             election_tick: cluster::ELECTION_TICK,
             heartbeat_tick: cluster::HEARTBEAT_TICK,
             max_size_per_msg: cluster::MAX_SIZE_PER_MSG,
             max_inflight_msgs: cluster::MAX_INFLIGHT_MSGS,
-            ..Default::default()
+            max_committed_size_per_ready: NO_LIMIT,
+            pre_vote: false,
+            check_quorum: false,
+            ..Config::new(id)
         };
-        // ADJUST: how a MemStorage starts with voters 1, 2, 3.
         let store = MemStorage::new_with_conf_state(ConfState::with_voters(cluster::VOTERS));
         let raw = RawNode::new(&cfg, store).expect("raft-core RawNode::new");
         Node {
@@ -68,22 +72,27 @@ impl Node {
 
     fn handle_ready(&mut self, out: &mut Vec<Message>) {
         let mut rd = self.raw.ready();
-        // ADJUST: the snapshot accessor's type. Never taken here: compaction only
-        // happens when every follower already has every entry.
-        if let Some(snap) = rd.snapshot() {
-            self.raw
-                .store_mut()
-                .apply_snapshot(snap.clone())
-                .expect("apply snapshot");
+        if !rd.messages().is_empty() {
+            out.append(&mut rd.take_messages());
+        }
+        let store = self.raw.store_mut();
+        // Never taken here: compaction only happens when every follower
+        // already has every entry.
+        if let Some(snap) = rd.take_snapshot() {
+            store.apply_snapshot(snap).expect("apply snapshot");
         }
         if !rd.entries().is_empty() {
-            self.raw.store_mut().append(rd.entries()).expect("append");
+            // raft-core's MemStorage can take the Ready's entries by value
+            // (raft-rs's only appends a slice, cloning every entry).
+            store.append_owned(rd.take_entries()).expect("append");
         }
         if let Some(hs) = rd.hard_state() {
-            self.raw.store_mut().set_hard_state(hs);
+            store.set_hard_state(*hs);
         }
-        out.append(&mut rd.take_messages());
-        apply(&mut self.applied, &rd.take_committed_entries());
+        if !rd.persisted_messages().is_empty() {
+            out.append(&mut rd.take_persisted_messages());
+        }
+        apply(&mut self.applied, rd.committed_entries());
         self.raw.advance(rd);
     }
 }
@@ -103,9 +112,8 @@ impl Cluster for RaftCoreCluster {
         };
         c.nodes[0].raw.campaign().expect("campaign");
         c.run_until_quiescent();
-        // ADJUST: where the role is read.
         assert_eq!(
-            c.nodes[0].raw.status().soft_state.raft_state,
+            c.nodes[0].raw.raft().state(),
             StateRole::Leader,
             "raft-core: node 1 did not become leader"
         );
@@ -157,9 +165,12 @@ impl Cluster for RaftCoreCluster {
 
     fn compact(&mut self) {
         for node in &mut self.nodes {
-            // ADJUST: the applied index accessor and MemStorage's compaction.
-            let applied = node.raw.status().applied;
-            node.raw.store_mut().compact(applied).expect("compact");
+            let applied = node.raw.raft().raft_log.applied();
+            // Nothing applied since the last compaction: nothing to drop.
+            match node.raw.store_mut().compact(applied) {
+                Ok(()) | Err(StorageError::Compacted) => {}
+                Err(e) => panic!("raft-core compact: {e}"),
+            }
         }
     }
 }

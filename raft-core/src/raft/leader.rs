@@ -46,7 +46,7 @@ impl<S: Storage> Raft<S> {
                 if !self.append_entry(m.entries) {
                     return Err(Error::ProposalDropped);
                 }
-                self.bcast_append();
+                self.bcast_append_or_defer();
                 return Ok(());
             }
             MessageType::ReadIndex => {
@@ -242,7 +242,7 @@ impl<S: Storage> Raft<S> {
             // Our commit index moved in our term: reads waiting for that can
             // proceed, and followers learn the new commit index.
             self.release_pending_read_index_messages();
-            self.bcast_append();
+            self.bcast_append_or_defer();
         } else if m.from != self.id
             && self.trk.progress[&m.from].can_bump_commit(self.raft_log.committed)
         {

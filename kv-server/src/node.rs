@@ -274,6 +274,9 @@ impl<T: PeerSink> Node<T> {
         rc.max_inflight_msgs = 256;
         rc.max_committed_size_per_ready = 16 * 1024 * 1024;
         rc.max_uncommitted_entries_size = 256 * 1024 * 1024;
+        // Build appends when the Ready is taken: one message per follower for
+        // everything proposed since the last Ready.
+        rc.batch_appends = true;
         rc.seed = cfg.id ^ (std::process::id() as u64) << 32;
         let raw = RawNode::new(&rc, storage)?;
         for (&id, url) in &members {

@@ -258,14 +258,14 @@ async fn a_node_of_another_cluster_is_refused() {
 fn snapshot_message(from: NodeId, to: NodeId, len: usize) -> Message {
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let mut m = msg(MessageType::Snap, from, to, 0);
-    m.snapshot = Some(Snapshot {
+    m.snapshot = Some(Box::new(Snapshot {
         data: Bytes::from(data),
         metadata: SnapshotMetadata {
             conf_state: raft_core::ConfState::with_voters(vec![1, 2]),
             index: 42,
             term: 3,
         },
-    });
+    }));
     m
 }
 

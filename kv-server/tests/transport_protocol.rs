@@ -270,7 +270,7 @@ async fn a_snapshot_with_too_many_bytes_is_refused() {
             Some(Ok(Frame::HelloReply(HelloReply::Accept)))
         ));
         let mut m = Message::new(MessageType::Snap, 3, 1);
-        m.snapshot = Some(raft_core::Snapshot::default());
+        m.snapshot = Some(Box::default());
         f.send(Frame::SnapshotHeader {
             message: m,
             data_len: 4,

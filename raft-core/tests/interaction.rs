@@ -663,14 +663,14 @@ impl Cluster {
                 Some(a) => ConfState::with_voters(parse_ids(&a.value)?),
                 None => self.node(to)?.raw.raft().tracker().conf_state(),
             };
-            m.snapshot = Some(Snapshot {
+            m.snapshot = Some(Box::new(Snapshot {
                 data: Bytes::new(),
                 metadata: SnapshotMetadata {
                     conf_state,
                     index: args.lookup_parse("snap-index")?.unwrap_or(0),
                     term: args.lookup_parse("snap-term")?.unwrap_or(0),
                 },
-            });
+            }));
         }
         args.reject_rest()?;
         let line = fmt_msg(&m);

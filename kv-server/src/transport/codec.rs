@@ -261,7 +261,7 @@ impl FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_core::{Entry, MessageType, Snapshot};
+    use raft_core::{Entry, MessageType};
 
     fn sample_message() -> Message {
         let mut m = Message::new(MessageType::App, 1, 2);
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn round_trip_every_frame_kind() {
         let mut snap_msg = Message::new(MessageType::Snap, 1, 2);
-        snap_msg.snapshot = Some(Snapshot::default());
+        snap_msg.snapshot = Some(Box::default());
         let frames = vec![
             Frame::Hello(Hello::new(9, 1, 2, ConnKind::Stream)),
             Frame::HelloReply(HelloReply::Accept),

@@ -843,58 +843,30 @@ impl<T: PeerSink> Node<T> {
     }
 
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(&k, _)| k)
-            .collect();
-        for k in expired {
+        for k in expired_keys(&self.waiters, now, |w| w.deadline) {
             if let Some(w) = self.waiters.remove(&k) {
                 let _ = w.tx.send(Err(ApiError::timeout(
                     "timed out waiting for the write to apply; it may or may not have taken effect",
                 )));
             }
         }
-        let expired: Vec<u64> = self
-            .sent_reads
-            .iter()
-            .filter(|(_, b)| b.deadline <= now)
-            .map(|(&k, _)| k)
-            .collect();
-        for k in expired {
+        for k in expired_keys(&self.sent_reads, now, |b| b.deadline) {
             if let Some(b) = self.sent_reads.remove(&k) {
-                fail_batch(
-                    b,
-                    ApiError::unavailable(None, "timed out confirming leadership for a read"),
-                );
+                let err = ApiError::unavailable(None, "timed out confirming leadership for a read");
+                fail_batch(b, err);
             }
         }
-        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|(_, _, deadline)| *deadline <= now);
-        for (_, tx, _) in late {
+        for (_, tx, _) in take_expired(&mut self.parked, now, |p| p.2) {
             let _ = tx.send(Err(self.unavailable()));
         }
-        self.parked = waiting;
         self.retry_parked();
-        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent_reads)
-            .into_iter()
-            .partition(|(_, _, deadline)| *deadline <= now);
-        for (_, tx, _) in late {
+        for (_, tx, _) in take_expired(&mut self.unsent_reads, now, |r| r.2) {
             let _ = tx.send(Err(self.unavailable()));
         }
-        self.unsent_reads = waiting;
-        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
-            .into_iter()
-            .partition(|(_, _, deadline)| *deadline <= now);
-        for (to, tx, _) in late {
-            let _ = tx.send(Err(ApiError::unavailable(
-                None,
-                format!("leadership transfer to {to} did not complete"),
-            )));
+        for (to, tx, _) in take_expired(&mut self.transfers, now, |t| t.2) {
+            let msg = format!("leadership transfer to {to} did not complete");
+            let _ = tx.send(Err(ApiError::unavailable(None, msg)));
         }
-        self.transfers = waiting;
     }
 
     fn status(&self) -> NodeStatus {
@@ -933,6 +905,27 @@ impl<T: PeerSink> Node<T> {
 
 fn in_conf_state(cs: &ConfState, id: NodeId) -> bool {
     cs.voters.contains(&id) || cs.learners.contains(&id) || cs.voters_outgoing.contains(&id)
+}
+
+/// The keys of the entries whose deadline has passed.
+fn expired_keys<'a, K: Copy + 'a, V: 'a>(
+    map: impl IntoIterator<Item = (&'a K, &'a V)>,
+    now: Instant,
+    deadline: impl Fn(&V) -> Instant,
+) -> Vec<K> {
+    map.into_iter()
+        .filter(|(_, v)| deadline(v) <= now)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+/// Removes and returns the items whose deadline has passed.
+fn take_expired<T>(items: &mut Vec<T>, now: Instant, deadline: impl Fn(&T) -> Instant) -> Vec<T> {
+    let (late, waiting) = std::mem::take(items)
+        .into_iter()
+        .partition(|t| deadline(t) <= now);
+    *items = waiting;
+    late
 }
 
 fn fail_batch(batch: ReadBatch, err: ApiError) {

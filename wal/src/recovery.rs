@@ -43,7 +43,7 @@ use raft_core::{Entry, HardState, SnapshotMetadata};
 use crate::file::{SegmentDir, SegmentFile};
 use crate::record::{self, Arena, Frame, Record};
 use crate::segment::{self, SegmentInfo};
-use crate::{TornTail, WalError};
+use crate::{TermRuns, TornTail, WalError};
 
 /// The log state built by replaying records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub(crate) struct Replay {
     /// Entries in `(snapshot.index, offset)` lie in released segments; a
     /// later snapshot marker must cover them.
     pub offset: u64,
+    /// The terms of `entries`.
+    pub terms: TermRuns,
 }
 
 impl Replay {
@@ -65,6 +67,7 @@ impl Replay {
             snapshot: h.snapshot.clone().into(),
             entries: Vec::new(),
             offset: h.first_index,
+            terms: TermRuns::default(),
         }
     }
 
@@ -73,8 +76,9 @@ impl Replay {
         self.offset + self.entries.len() as u64 - 1
     }
 
-    fn append(&mut self, ents: Vec<Entry>) -> Result<(), String> {
-        let i = ents[0].index;
+    /// Checks that entries may be appended from index `i` and drops the
+    /// suffix they replace.
+    fn make_room(&mut self, i: u64) -> Result<(), String> {
         if i <= self.snapshot.index {
             return Err(format!(
                 "entries from {i} at or below the snapshot index {}",
@@ -91,15 +95,22 @@ impl Replay {
             // Overwrites entries of released segments: all of the known
             // suffix goes too.
             self.entries.clear();
+            self.terms.clear();
             self.offset = i;
         } else {
             self.entries.truncate((i - self.offset) as usize);
+            self.terms.truncate_from(i);
         }
-        if self.entries.is_empty() {
-            self.entries = ents;
-        } else {
-            self.entries.extend(ents);
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn append(&mut self, ents: Vec<Entry>) -> Result<(), String> {
+        self.make_room(ents[0].index)?;
+        for e in &ents {
+            self.terms.push(e.index, e.term);
         }
+        self.entries.extend(ents);
         Ok(())
     }
 
@@ -112,6 +123,7 @@ impl Replay {
         }
         if !keep_suffix {
             self.entries.clear();
+            self.terms.clear();
             self.offset = meta.index + 1;
         } else if meta.index >= self.offset {
             if meta.index > self.last_index() {
@@ -129,6 +141,11 @@ impl Replay {
                 ));
             }
             self.entries.drain(..=k);
+            if self.entries.is_empty() {
+                self.terms.clear();
+            } else {
+                self.terms.drop_through(meta.index);
+            }
             self.offset = meta.index + 1;
         }
         self.snapshot = meta;
@@ -143,9 +160,10 @@ impl Replay {
                 Ok(0)
             }
             Record::Snapshot(meta, keep) => self.apply_snapshot(meta, keep).map(|_| 0),
-            Record::Entries(ents) => {
-                let last = ents.last().expect("decoded records are not empty").index;
-                self.append(ents).map(|_| last)
+            Record::Entries(rec) => {
+                self.make_room(rec.first_index)?;
+                rec.decode_into(&mut self.entries, &mut self.terms)?;
+                Ok(rec.last_index())
             }
         }
     }

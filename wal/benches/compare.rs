@@ -6,14 +6,15 @@
 //!
 //! `cargo bench -p wal --bench compare` (set `WAL_BENCH_ROUNDS`, default 10,
 //! and `WAL_BENCH_ROUND_MS`, default 300, to trade time for precision;
-//! `WAL_BENCH_ONLY=append` or `recovery` to run one half).
+//! `WAL_BENCH_ONLY=append`, `recovery` or `cuts` to run one part, and
+//! `WAL_BENCH_CONFIGS=4096x16,100x1` to run some sizes x batches only).
 
 mod support;
 
 use std::time::Duration;
 
 use support::*;
-use wal::WriteMethod;
+use wal::{Options, WriteMethod};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -38,11 +39,77 @@ fn main() {
         return;
     }
     let only = std::env::var("WAL_BENCH_ONLY").unwrap_or_default();
-    if only != "recovery" {
+    if only.is_empty() || only == "append" {
         append_sync();
     }
-    if only != "append" {
+    if only != "append" && only != "cuts" {
         recovery();
+    }
+    if only.is_empty() || only == "cuts" {
+        cuts();
+    }
+}
+
+/// Latency of append + sync of 256 x 4 KiB across segment cuts, by how the
+/// next segment file is obtained.
+fn cuts() {
+    println!();
+    println!(
+        "| 256 x 4 KiB per sync, 64 MiB segments, 6 cuts | syncs/s | p50 op | p99 op | max op |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let variants = [
+        (
+            "released segments recycled (release every 32 MiB)",
+            Options::default(),
+            true,
+        ),
+        (
+            "no release: next file preallocated in the background",
+            Options::default(),
+            false,
+        ),
+        (
+            "no release, no background: file written at cut time",
+            Options {
+                preallocate_in_background: false,
+                max_spare_segments: 0,
+                ..Options::default()
+            },
+            false,
+        ),
+    ];
+    for (name, opts, release) in variants {
+        let tmp = bench_dir();
+        let mut w = WalRunner::with(
+            &tmp.path().join("wal"),
+            4096,
+            256,
+            WriteMethod::Pwrite,
+            opts,
+            release,
+        );
+        // Past the first segment, so that every variant is in its steady state.
+        for _ in 0..80 {
+            w.op();
+        }
+        let mut lat = Vec::new();
+        let start = std::time::Instant::now();
+        for _ in 0..(6 * 64) {
+            let t = std::time::Instant::now();
+            w.op();
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let n = lat.len();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            n as f64 / secs,
+            lat[n / 2],
+            lat[n * 99 / 100],
+            lat[n - 1]
+        );
     }
 }
 
@@ -52,8 +119,13 @@ fn append_sync() {
     println!("rounds {rounds} x {round:?} per variant, interleaved\n");
     println!("| entry | batch | variant | syncs/s | entries/s | MB/s | vs baseline |");
     println!("|---|---|---|---:|---:|---:|---:|");
+    // `WAL_BENCH_CONFIGS=4096x16,100x1` runs only those (size x batch).
+    let configs = std::env::var("WAL_BENCH_CONFIGS").unwrap_or_default();
     for size in SIZES {
         for batch in BATCHES {
+            if !configs.is_empty() && !configs.split(',').any(|c| c == format!("{size}x{batch}")) {
+                continue;
+            }
             let tmp = bench_dir();
             let mut base = Baseline::new(tmp.path(), size * batch);
             let mut pw =

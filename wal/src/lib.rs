@@ -235,6 +235,14 @@ pub struct WalStats {
     pub bytes_synced: u64,
 }
 
+/// The log moves between threads (a server hands it to its disk thread).
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Wal<DiskDir>>();
+    assert_send::<Wal<file::MemDir>>();
+    assert_send::<SnapStore>();
+};
+
 /// Pending records beyond this size are written out before `sync`.
 const FLUSH_THRESHOLD: usize = 4 << 20;
 

@@ -27,6 +27,14 @@
 //! damaged record (see `recovery`) never mistakes an old segment's records
 //! for new ones.
 //!
+//! The chain continues across segments rather than restarting in each: a
+//! segment from another log, a stale copy restored from a backup, or a
+//! segment renamed out of order breaks it at the header and is reported.
+//! Restarting per segment would leave each segment valid on its own and
+//! such mix-ups undetected. Because the header stores the value it
+//! continues from, a segment can still be verified after the ones before it
+//! were released.
+//!
 //! **Sync boundary.** The writer sets the high bit of `type` on the first
 //! record it appends after a successful sync. Everything before such a
 //! record was durable before it was written, so a damaged record followed
@@ -336,6 +344,17 @@ impl Pending {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The pending bytes and then `tail`, as slices in file order, handed
+    /// to `f`. Without shared pieces (small entries) no vector is built.
+    pub(crate) fn with_slices<R>(&self, tail: &[u8], f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        if self.pieces.is_empty() {
+            return f(&[IoSlice::new(&self.staging), IoSlice::new(tail)]);
+        }
+        let mut v = self.slices();
+        v.push(IoSlice::new(tail));
+        f(&v)
     }
 
     /// The pending bytes as slices, in file order.

@@ -87,12 +87,14 @@ impl<F: SegmentFile> Active<F> {
             return Ok(0);
         }
         let n = pending.len() as u64;
-        let mut slices = pending.slices();
-        if self.written + n + TRAILER.len() as u64 <= self.info.len {
-            slices.push(IoSlice::new(&TRAILER));
-        }
-        self.file.write_at(self.written, &slices)?;
-        drop(slices);
+        let tail: &[u8] = if self.written + n + TRAILER.len() as u64 <= self.info.len {
+            &TRAILER
+        } else {
+            &[]
+        };
+        let file = &mut self.file;
+        let written = self.written;
+        pending.with_slices(tail, |slices| file.write_at(written, slices))?;
         pending.clear();
         self.written += n;
         Ok(n)

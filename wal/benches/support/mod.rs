@@ -84,14 +84,28 @@ pub struct WalRunner {
     next: u64,
     since_release: usize,
     size: usize,
+    release_every: usize,
 }
 
 const RELEASE_EVERY: usize = 32 << 20;
 
 impl WalRunner {
     pub fn new(dir: &Path, size: usize, batch: usize, method: WriteMethod) -> WalRunner {
+        WalRunner::with(dir, size, batch, method, Options::default(), true)
+    }
+
+    /// With chosen options; `release: false` never releases (the log grows).
+    pub fn with(
+        dir: &Path,
+        size: usize,
+        batch: usize,
+        method: WriteMethod,
+        opts: Options,
+        release: bool,
+    ) -> WalRunner {
         let d = DiskDir::with_method(dir, method).unwrap();
-        let (wal, _) = Wal::open_in(d, Options::default()).unwrap();
+        let (wal, _) = Wal::open_in(d, opts).unwrap();
+        let release_every = if release { RELEASE_EVERY } else { usize::MAX };
         let batch = (0..batch as u64)
             .map(|i| Entry::new(1, 0, payload(size, i + 7)))
             .collect();
@@ -101,6 +115,7 @@ impl WalRunner {
             next: 1,
             since_release: 0,
             size,
+            release_every,
         }
     }
 
@@ -111,7 +126,7 @@ impl WalRunner {
         self.wal.append(&self.batch).unwrap();
         self.next += self.batch.len() as u64;
         self.since_release += self.batch.len() * self.size;
-        let release = self.since_release >= RELEASE_EVERY;
+        let release = self.since_release >= self.release_every;
         if release {
             let meta = SnapshotMetadata {
                 index: self.next - 1,

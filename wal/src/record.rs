@@ -321,9 +321,19 @@ pub(crate) struct Pending {
     run_start: usize,
     /// Total bytes pending.
     len: usize,
-    /// The record being encoded: its start in `staging`, covered length and
-    /// running CRC.
-    open: Option<(usize, usize, crc32fast::Hasher)>,
+    /// The record being encoded.
+    open: Option<OpenRecord>,
+}
+
+struct OpenRecord {
+    /// Where its frame starts in `staging`.
+    start: usize,
+    /// The first piece pushed while it was open.
+    first_piece: usize,
+    /// Bytes covered by its CRC so far.
+    covered: usize,
+    /// The CRC's initial value (previous CRC xor salt).
+    seed: u32,
 }
 
 impl Pending {
@@ -386,28 +396,29 @@ impl Pending {
         let start = self.staging.len();
         self.staging.extend_from_slice(&[0; FRAME_HEADER]);
         self.staging.push(type_byte);
-        let mut h = crc32fast::Hasher::new_with_initial(seed);
-        h.update(&[type_byte]);
-        self.open = Some((start, 1, h));
+        self.open = Some(OpenRecord {
+            start,
+            first_piece: self.pieces.len(),
+            covered: 1,
+            seed,
+        });
         self.len += FRAME_HEADER + 1;
     }
 
+    fn covered(&mut self, n: usize) {
+        self.open.as_mut().expect("no open record").covered += n;
+        self.len += n;
+    }
+
     fn put(&mut self, bytes: &[u8]) {
-        let (_, covered, h) = self.open.as_mut().expect("no open record");
         self.staging.extend_from_slice(bytes);
-        h.update(bytes);
-        *covered += bytes.len();
-        self.len += bytes.len();
+        self.covered(bytes.len());
     }
 
     fn put_varint(&mut self, v: u64) {
         let at = self.staging.len();
         put_varint(&mut self.staging, v);
-        let n = self.staging.len() - at;
-        let (_, covered, h) = self.open.as_mut().expect("no open record");
-        h.update(&self.staging[at..]);
-        *covered += n;
-        self.len += n;
+        self.covered(self.staging.len() - at);
     }
 
     fn put_shared(&mut self, data: &Bytes) {
@@ -416,11 +427,8 @@ impl Pending {
                 .push(Piece::Staged(self.run_start, self.staging.len()));
             self.run_start = self.staging.len();
         }
-        let (_, covered, h) = self.open.as_mut().expect("no open record");
-        h.update(data);
-        *covered += data.len();
-        self.len += data.len();
         self.pieces.push(Piece::Shared(data.clone()));
+        self.covered(data.len());
     }
 
     fn put_serialized<T: Serialize>(&mut self, value: &T) {
@@ -428,25 +436,35 @@ impl Pending {
         let staging = std::mem::take(&mut self.staging);
         self.staging =
             postcard::to_extend(value, staging).expect("postcard into a Vec cannot fail");
-        let n = self.staging.len() - at;
-        let (_, covered, h) = self.open.as_mut().expect("no open record");
-        h.update(&self.staging[at..]);
-        *covered += n;
-        self.len += n;
+        self.covered(self.staging.len() - at);
     }
 
-    /// Closes the open record: pads it and fills in its length and CRC.
-    /// Returns the CRC and the record's length on disk.
+    /// Closes the open record: computes its CRC over its covered bytes, in
+    /// as few contiguous runs as the pieces allow (the SIMD CRC needs long
+    /// runs to be fast; feeding it varint by varint cost more than the
+    /// encoding), pads it and fills in its length and CRC. Returns the CRC
+    /// and the record's length on disk.
     fn finish(&mut self) -> (u32, usize) {
-        let (start, covered, h) = self.open.take().expect("no open record");
+        let rec = self.open.take().expect("no open record");
+        let body = rec.start + FRAME_HEADER;
+        let mut h = crc32fast::Hasher::new_with_initial(rec.seed);
+        for p in &self.pieces[rec.first_piece..] {
+            match p {
+                // The first may begin with earlier records' bytes.
+                Piece::Staged(s, e) => h.update(&self.staging[(*s).max(body)..*e]),
+                Piece::Shared(b) => h.update(b),
+            }
+        }
+        h.update(&self.staging[self.run_start.max(body)..]);
         let crc = h.finalize();
+        let covered = rec.covered;
         let total = align8((FRAME_HEADER + covered) as u64) as usize;
         let pad = total - FRAME_HEADER - covered;
         self.staging.extend_from_slice(&[0; 7][..pad]);
         self.len += pad;
         let len = u32::try_from(covered).expect("record longer than 4 GiB");
-        self.staging[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.staging[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.staging[rec.start..rec.start + 4].copy_from_slice(&len.to_le_bytes());
+        self.staging[rec.start + 4..rec.start + 8].copy_from_slice(&crc.to_le_bytes());
         (crc, total)
     }
 
@@ -504,6 +522,11 @@ pub(crate) fn entries_record_len(first_index: u64, count: u64, sum: u64) -> u64 
 /// How many of `entries` fit in one record of at most `avail` bytes.
 pub(crate) fn entries_that_fit(entries: &[Entry], avail: u64) -> usize {
     let first = entries[0].index;
+    // Usually all of them do: one pass to sum, one comparison.
+    let all: u64 = entries.iter().map(entry_wire_len).sum();
+    if entries_record_len(first, entries.len() as u64, all) <= avail {
+        return entries.len();
+    }
     let mut sum = 0;
     for (i, e) in entries.iter().enumerate() {
         sum += entry_wire_len(e);
@@ -908,6 +931,49 @@ mod tests {
             ),
             Ok(u64::MAX)
         );
+    }
+
+    #[test]
+    fn records_sharing_a_buffer_chain_their_crcs() {
+        // Small and large entries, and small records, in one pending buffer:
+        // each record's CRC covers exactly its own bytes.
+        let mut p = Pending::new();
+        let salt = salt(3);
+        let mut prev = 99;
+        let mut crcs = Vec::new();
+        let mut next = 1;
+        for (k, sizes) in [&[10usize, 600][..], &[5], &[700, 700, 3], &[1], &[2000]]
+            .iter()
+            .enumerate()
+        {
+            let ents = entries(next, sizes);
+            next += sizes.len() as u64;
+            let (crc, _) = p.push_entries(Kind::Entries as u8, prev ^ salt, &ents);
+            crcs.push(crc);
+            prev = crc;
+            if k % 2 == 0 {
+                let (crc, _) = p.push(
+                    Kind::HardState as u8,
+                    prev ^ salt,
+                    &HardStateWire::default(),
+                );
+                crcs.push(crc);
+                prev = crc;
+            }
+        }
+        let bytes = bytes_of(&p);
+        let mut off = 0;
+        let mut prev = 99;
+        for want in crcs {
+            let Frame::Record(r) = frame_at(&bytes, off) else {
+                panic!("no record at {off}")
+            };
+            assert_eq!(r.crc, want);
+            assert!(r.verifies(prev, salt), "record at {off}");
+            prev = r.crc;
+            off = r.next;
+        }
+        assert_eq!(off, bytes.len());
     }
 
     #[test]

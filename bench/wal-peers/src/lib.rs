@@ -129,7 +129,9 @@ impl EngineDriver {
         for (k, e) in self.batch.iter_mut().enumerate() {
             e.index = self.next + k as u64;
         }
-        self.log_batch.add_entries::<RaftEntries>(1, &self.batch).unwrap();
+        self.log_batch
+            .add_entries::<RaftEntries>(1, &self.batch)
+            .unwrap();
         self.engine.write(&mut self.log_batch, true).unwrap();
         self.next += self.batch.len() as u64;
         self.since_release += self.batch.len() * self.size;

@@ -15,9 +15,12 @@ use wal::{DiskDir, Options, Wal, WriteMethod};
 pub const SIZES: [usize; 2] = [100, 4096];
 pub const BATCHES: [usize; 3] = [1, 16, 256];
 
-/// A temporary directory on the disk the target directory is on.
+/// A temporary directory on the disk the target directory is on, or under
+/// `WAL_BENCH_DIR` if set (e.g. `/dev/shm`, to see the CPU cost alone).
 pub fn bench_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    let dir =
+        std::env::var("WAL_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    tempfile::tempdir_in(dir).unwrap()
 }
 
 /// Payload bytes that do not compress or repeat.

@@ -617,6 +617,16 @@ impl<D: SegmentDir> Wal<D> {
     fn append_inner(&mut self, entries: &[Entry]) -> Result<()> {
         let mut rest = entries;
         while !rest.is_empty() {
+            let avail = self.active.avail(&self.pending);
+            // A batch that is small next to a segment is not split over two:
+            // cutting first leaves the old segment with nothing unsynced, so
+            // the cut needs no extra flush of it (one flush per cut fewer).
+            // At most a quarter of a segment stays unused.
+            let whole = rest.iter().map(record::entry_wire_len).sum();
+            let whole = record::entries_record_len(rest[0].index, rest.len() as u64, whole);
+            if whole > avail && whole <= self.opts.segment_size / 4 {
+                self.cut(whole)?;
+            }
             let mut n = record::entries_that_fit(rest, self.active.avail(&self.pending));
             if n == 0 {
                 let one =
@@ -861,7 +871,9 @@ impl<D: SegmentDir> Wal<D> {
     /// record of `record_len` bytes after its header.
     fn cut(&mut self, record_len: u64) -> Result<()> {
         self.flush()?;
-        self.sync_active()?;
+        if self.active.written > self.active.synced {
+            self.sync_active()?;
+        }
         let seq = self.active.info.seq + 1;
         let first_index = self.log.last_index + 1;
         let header = record::SegmentHeader {

@@ -407,7 +407,18 @@ pub(crate) fn recover<D: SegmentDir>(
         let is_last = k + 1 == segments.len();
         let file = dir.open(name)?;
         let buf = file.read_all()?;
-        let scan = match scan_segment(&buf, *seq, *first, prev, is_last, &mut replay, &mut arena) {
+        // Records start at multiples of 8 and segment sizes are multiples of
+        // 8; a file cut short elsewhere is used up to its last multiple of 8.
+        let usable = buf.len() & !7;
+        let scan = match scan_segment(
+            &buf[..usable],
+            *seq,
+            *first,
+            prev,
+            is_last,
+            &mut replay,
+            &mut arena,
+        ) {
             Ok(scan) => scan,
             Err(Problem::At(offset, reason)) => {
                 return Err(WalError::Corrupt {
@@ -451,7 +462,7 @@ pub(crate) fn recover<D: SegmentDir>(
             seq: *seq,
             first_index: *first,
             name: name.clone(),
-            len: file.len(),
+            len: usable as u64,
             max_index: scan.max_index,
         };
         prev = Some(Prev {

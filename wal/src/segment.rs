@@ -52,7 +52,7 @@ pub(crate) struct SegmentInfo {
     pub seq: u64,
     pub first_index: u64,
     pub name: String,
-    /// The file's length.
+    /// The usable length of the file: its length rounded down to 8.
     pub len: u64,
     /// The highest entry index written into the segment (0 if none).
     /// Use: the segment may be released once a durable snapshot covers it.

@@ -765,6 +765,49 @@ impl Arena {
     }
 }
 
+/// Whether a record found by scanning (not at offset 0) could be one the
+/// writer wrote, judged from its structure alone: a header never follows
+/// offset 0, small payloads must decode, and an entries payload must walk
+/// exactly to its end. Random bytes in a reused region often look like a
+/// frame with a length of megabytes; this spares recovery a CRC over each
+/// (measured: 2 s to judge one torn tail in 64 MiB of random bytes).
+pub(crate) fn plausible(rec: &RawRecord<'_>) -> bool {
+    let payload = rec.payload();
+    match rec.kind() {
+        None | Some(Kind::Header) => false,
+        Some(Kind::HardState) => decode_exact::<HardStateWire>(payload).is_ok(),
+        Some(Kind::Snapshot) => decode_exact::<SnapshotRecord>(payload).is_ok(),
+        Some(Kind::Entries) => entries_walk(payload).is_ok(),
+    }
+}
+
+/// Walks an entries payload without decoding it; Ok if it ends exactly.
+fn entries_walk(buf: &[u8]) -> Result<(), String> {
+    let mut pos = 0;
+    let first_index = get_varint(buf, &mut pos)?;
+    let count = get_varint(buf, &mut pos)?;
+    if first_index == 0 || count == 0 || count > (buf.len() - pos) as u64 / 3 {
+        return Err("bad entries header".into());
+    }
+    for _ in 0..count {
+        get_varint(buf, &mut pos)?;
+        if entry_type(*buf.get(pos).ok_or("short")?).is_none() {
+            return Err("bad kind".into());
+        }
+        pos += 1;
+        let len = get_varint(buf, &mut pos)?;
+        if len > (buf.len() - pos) as u64 {
+            return Err("entry runs past the end".into());
+        }
+        pos += len as usize;
+    }
+    if pos == buf.len() {
+        Ok(())
+    } else {
+        Err("trailing bytes".into())
+    }
+}
+
 /// Decodes a record whose CRC verified.
 pub(crate) fn decode(rec: &RawRecord<'_>, arena: &mut Arena) -> Result<Record, String> {
     let payload = rec.payload();

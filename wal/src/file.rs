@@ -314,33 +314,50 @@ impl fmt::Debug for DiskFile {
 /// The most `iovec`s one `pwritev` takes (Linux `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
-fn pwritev_all(file: &File, mut offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-    let mut owned: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
-    let mut rest: &mut [IoSlice<'_>] = &mut owned;
-    while !rest.is_empty() {
-        let cnt = rest.len().min(IOV_MAX);
+fn pwritev_once(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
         // SAFETY: IoSlice is ABI-compatible with iovec on Unix, and the
         // slices it points to outlive the call.
         let n = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
-                rest.as_ptr().cast::<libc::iovec>(),
-                cnt as libc::c_int,
+                bufs.as_ptr().cast::<libc::iovec>(),
+                bufs.len().min(IOV_MAX) as libc::c_int,
                 offset as libc::off_t,
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
+    }
+}
+
+fn pwritev_all(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+    // The common case, one call that writes everything, allocates nothing.
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let first = if bufs.len() <= IOV_MAX {
+        pwritev_once(file, offset, bufs)?
+    } else {
+        0
+    };
+    if first == total {
+        return Ok(());
+    }
+    let mut owned: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
+    let mut rest: &mut [IoSlice<'_>] = &mut owned;
+    IoSlice::advance_slices(&mut rest, first);
+    let mut offset = offset + first as u64;
+    while !rest.is_empty() {
+        let n = pwritev_once(file, offset, rest)?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         offset += n as u64;
-        IoSlice::advance_slices(&mut rest, n as usize);
+        IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }
@@ -357,7 +374,8 @@ impl SegmentFile for DiskFile {
         // SAFETY: the log's files are only changed by this process, through
         // this handle, while no map of them is being read (the flock of the
         // directory keeps other processes out).
-        let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        // Populated: one call maps every page instead of one fault per page.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&self.file)? };
         Ok(Bytes::from_owner(map))
     }
 

@@ -28,7 +28,9 @@
 //!   that followed it: the first aligned offset holding a record that
 //!   verifies when chained from the damaged record's stored CRC, or from the
 //!   CRC its bytes compute to (one of them is right whether the damage hit
-//!   the payload, the CRC or the length). From there it follows the chain.
+//!   the payload, the CRC or the length); only records whose structure is
+//!   plausible for their kind are checked, so random bytes in a reused
+//!   region cost no CRC. From there it follows the chain.
 //!   If the chain reaches a record with the sync-boundary flag, the damaged
 //!   record had been synced before that record was written: it is
 //!   corruption, reported with its segment and offset. If the chain ends
@@ -43,7 +45,7 @@ use raft_core::{Entry, HardState, SnapshotMetadata};
 use crate::file::{SegmentDir, SegmentFile};
 use crate::record::{self, Arena, Frame, Record};
 use crate::segment::{self, SegmentInfo};
-use crate::{TornTail, WalError};
+use crate::{TermRuns, TornTail, WalError};
 
 /// The log state built by replaying records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub(crate) struct Replay {
     /// Entries in `(snapshot.index, offset)` lie in released segments; a
     /// later snapshot marker must cover them.
     pub offset: u64,
+    /// The terms of `entries`.
+    pub terms: TermRuns,
 }
 
 impl Replay {
@@ -65,6 +69,7 @@ impl Replay {
             snapshot: h.snapshot.clone().into(),
             entries: Vec::new(),
             offset: h.first_index,
+            terms: TermRuns::default(),
         }
     }
 
@@ -73,8 +78,9 @@ impl Replay {
         self.offset + self.entries.len() as u64 - 1
     }
 
-    fn append(&mut self, ents: Vec<Entry>) -> Result<(), String> {
-        let i = ents[0].index;
+    /// Checks that entries may be appended from index `i` and drops the
+    /// suffix they replace.
+    fn make_room(&mut self, i: u64) -> Result<(), String> {
         if i <= self.snapshot.index {
             return Err(format!(
                 "entries from {i} at or below the snapshot index {}",
@@ -91,15 +97,22 @@ impl Replay {
             // Overwrites entries of released segments: all of the known
             // suffix goes too.
             self.entries.clear();
+            self.terms.clear();
             self.offset = i;
         } else {
             self.entries.truncate((i - self.offset) as usize);
+            self.terms.truncate_from(i);
         }
-        if self.entries.is_empty() {
-            self.entries = ents;
-        } else {
-            self.entries.extend(ents);
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn append(&mut self, ents: Vec<Entry>) -> Result<(), String> {
+        self.make_room(ents[0].index)?;
+        for e in &ents {
+            self.terms.push(e.index, e.term);
         }
+        self.entries.extend(ents);
         Ok(())
     }
 
@@ -112,6 +125,7 @@ impl Replay {
         }
         if !keep_suffix {
             self.entries.clear();
+            self.terms.clear();
             self.offset = meta.index + 1;
         } else if meta.index >= self.offset {
             if meta.index > self.last_index() {
@@ -129,6 +143,11 @@ impl Replay {
                 ));
             }
             self.entries.drain(..=k);
+            if self.entries.is_empty() {
+                self.terms.clear();
+            } else {
+                self.terms.drop_through(meta.index);
+            }
             self.offset = meta.index + 1;
         }
         self.snapshot = meta;
@@ -143,9 +162,10 @@ impl Replay {
                 Ok(0)
             }
             Record::Snapshot(meta, keep) => self.apply_snapshot(meta, keep).map(|_| 0),
-            Record::Entries(ents) => {
-                let last = ents.last().expect("decoded records are not empty").index;
-                self.append(ents).map(|_| last)
+            Record::Entries(rec) => {
+                self.make_room(rec.first_index)?;
+                rec.decode_into(&mut self.entries, &mut self.terms)?;
+                Ok(rec.last_index())
             }
         }
     }
@@ -288,7 +308,8 @@ fn damage_is_corruption(buf: &[u8], mut p: usize, mut prev: u32, salt: u32) -> b
         let mut found = None;
         while q + record::FRAME_HEADER <= buf.len() {
             if let Frame::Record(r) = record::frame_at(buf, q) {
-                if r.kind().is_some() && (r.verifies(stored, salt) || r.verifies(computed, salt)) {
+                if record::plausible(&r) && (r.verifies(stored, salt) || r.verifies(computed, salt))
+                {
                     found = Some(r);
                     break;
                 }
@@ -389,7 +410,18 @@ pub(crate) fn recover<D: SegmentDir>(
         let is_last = k + 1 == segments.len();
         let file = dir.open(name)?;
         let buf = file.read_all()?;
-        let scan = match scan_segment(&buf, *seq, *first, prev, is_last, &mut replay, &mut arena) {
+        // Records start at multiples of 8 and segment sizes are multiples of
+        // 8; a file cut short elsewhere is used up to its last multiple of 8.
+        let usable = buf.len() & !7;
+        let scan = match scan_segment(
+            &buf[..usable],
+            *seq,
+            *first,
+            prev,
+            is_last,
+            &mut replay,
+            &mut arena,
+        ) {
             Ok(scan) => scan,
             Err(Problem::At(offset, reason)) => {
                 return Err(WalError::Corrupt {
@@ -433,7 +465,7 @@ pub(crate) fn recover<D: SegmentDir>(
             seq: *seq,
             first_index: *first,
             name: name.clone(),
-            len: file.len(),
+            len: usable as u64,
             max_index: scan.max_index,
         };
         prev = Some(Prev {
@@ -518,6 +550,28 @@ mod tests {
         assert_eq!((r.offset, r.entries.len(), r.last_index()), (21, 0, 20));
         assert!(r.append(ents(20, 21, 3)).is_err());
         r.append(ents(21, 22, 3)).unwrap();
+    }
+
+    #[test]
+    fn random_bytes_after_damage_are_a_torn_tail() {
+        // A recycled segment's old payloads can be random bytes; scanning
+        // them for the record after a damaged one must not find one. (It
+        // used to spend a CRC over megabytes on each random position that
+        // looked like a frame: 2 s per 64 MiB in a release build; with the
+        // structural check first, about 40 ms. Printed, not asserted.)
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut buf: Vec<u8> = (0..(16usize << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        buf[..8].copy_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4]);
+        let t = std::time::Instant::now();
+        assert!(!damage_is_corruption(&buf, 0, 7, 9));
+        eprintln!("scan of 16 MiB of random bytes: {:?}", t.elapsed());
     }
 
     #[test]

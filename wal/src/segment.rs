@@ -52,7 +52,7 @@ pub(crate) struct SegmentInfo {
     pub seq: u64,
     pub first_index: u64,
     pub name: String,
-    /// The file's length.
+    /// The usable length of the file: its length rounded down to 8.
     pub len: u64,
     /// The highest entry index written into the segment (0 if none).
     /// Use: the segment may be released once a durable snapshot covers it.
@@ -87,12 +87,14 @@ impl<F: SegmentFile> Active<F> {
             return Ok(0);
         }
         let n = pending.len() as u64;
-        let mut slices = pending.slices();
-        if self.written + n + TRAILER.len() as u64 <= self.info.len {
-            slices.push(IoSlice::new(&TRAILER));
-        }
-        self.file.write_at(self.written, &slices)?;
-        drop(slices);
+        let tail: &[u8] = if self.written + n + TRAILER.len() as u64 <= self.info.len {
+            &TRAILER
+        } else {
+            &[]
+        };
+        let file = &mut self.file;
+        let written = self.written;
+        pending.with_slices(tail, |slices| file.write_at(written, slices))?;
         pending.clear();
         self.written += n;
         Ok(n)

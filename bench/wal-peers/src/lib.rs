@@ -1,0 +1,144 @@
+//! Drivers for the comparison bench: the `wal` crate and raft-engine 0.4,
+//! each appending the same batches of entries and syncing once per batch.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft_core::{Entry, SnapshotMetadata};
+use raft_engine::{Config, Engine, LogBatch, MessageExt, ReadableSize};
+use raft_proto::eraftpb;
+use wal::{Options, Wal};
+
+/// raft-engine stores protobuf entries; this names raft-rs's `Entry`.
+#[derive(Clone)]
+pub struct RaftEntries;
+
+impl MessageExt for RaftEntries {
+    type Entry = eraftpb::Entry;
+
+    fn index(e: &eraftpb::Entry) -> u64 {
+        e.index
+    }
+}
+
+/// Payload bytes that do not compress or repeat.
+pub fn payload(len: usize, seed: u64) -> Bytes {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Both stores drop what a snapshot covers every 32 MiB, to keep disk use
+/// bounded the same way.
+const RELEASE_EVERY: usize = 32 << 20;
+
+pub struct WalDriver {
+    wal: Wal,
+    batch: Vec<Entry>,
+    next: u64,
+    since_release: usize,
+    size: usize,
+}
+
+impl WalDriver {
+    pub fn new(dir: &Path, size: usize, batch: usize) -> WalDriver {
+        let (wal, _) = Wal::open(dir, Options::default()).unwrap();
+        let batch = (0..batch as u64)
+            .map(|i| Entry::new(1, 0, payload(size, i + 7)))
+            .collect();
+        WalDriver {
+            wal,
+            batch,
+            next: 1,
+            since_release: 0,
+            size,
+        }
+    }
+
+    pub fn op(&mut self) {
+        for (k, e) in self.batch.iter_mut().enumerate() {
+            e.index = self.next + k as u64;
+        }
+        self.wal.append(&self.batch).unwrap();
+        self.next += self.batch.len() as u64;
+        self.since_release += self.batch.len() * self.size;
+        let release = self.since_release >= RELEASE_EVERY;
+        if release {
+            let meta = SnapshotMetadata {
+                index: self.next - 1,
+                term: 1,
+                ..Default::default()
+            };
+            self.wal.save_snapshot(&meta).unwrap();
+        }
+        self.wal.sync().unwrap();
+        if release {
+            self.wal.release_to(self.next - 1).unwrap();
+            self.since_release = 0;
+        }
+    }
+}
+
+pub struct EngineDriver {
+    engine: Engine,
+    batch: Vec<eraftpb::Entry>,
+    log_batch: LogBatch,
+    next: u64,
+    since_release: usize,
+    size: usize,
+}
+
+impl EngineDriver {
+    /// raft-engine with its default configuration, or with batch compression
+    /// (lz4 of batches over 8 KiB by default) turned off.
+    pub fn new(dir: &Path, size: usize, batch: usize, compression: bool) -> EngineDriver {
+        let mut cfg = Config {
+            dir: dir.to_str().unwrap().to_owned(),
+            ..Default::default()
+        };
+        if !compression {
+            cfg.batch_compression_threshold = ReadableSize(0);
+        }
+        let engine = Engine::open(cfg).unwrap();
+        let ents = (0..batch as u64)
+            .map(|i| {
+                let mut e = eraftpb::Entry::new();
+                e.term = 1;
+                e.set_data(payload(size, i + 7));
+                e
+            })
+            .collect();
+        EngineDriver {
+            engine,
+            batch: ents,
+            log_batch: LogBatch::with_capacity(batch),
+            next: 1,
+            since_release: 0,
+            size,
+        }
+    }
+
+    pub fn op(&mut self) {
+        for (k, e) in self.batch.iter_mut().enumerate() {
+            e.index = self.next + k as u64;
+        }
+        self.log_batch
+            .add_entries::<RaftEntries>(1, &self.batch)
+            .unwrap();
+        self.engine.write(&mut self.log_batch, true).unwrap();
+        self.next += self.batch.len() as u64;
+        self.since_release += self.batch.len() * self.size;
+        if self.since_release >= RELEASE_EVERY {
+            self.engine.compact_to(1, self.next - 1);
+            self.engine.purge_expired_files().unwrap();
+            self.since_release = 0;
+        }
+    }
+}

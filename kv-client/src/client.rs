@@ -316,7 +316,7 @@ impl Client {
             .inner
             .conn(deadline)
             .await
-            .map_err(|reasons| Error::Unavailable(format!("no endpoint reachable: {reasons}")))?;
+            .map_err(|reasons| Error::Unavailable(client.inner.unreachable(&reasons)))?;
         Ok(client)
     }
 
@@ -643,6 +643,15 @@ impl Inner {
         Err(failures.join("; "))
     }
 
+    /// The message for a round of failed connects.
+    fn unreachable(&self, reasons: &str) -> String {
+        if self.endpoints.len() == 1 {
+            format!("cannot connect to {reasons}")
+        } else {
+            format!("no endpoint reachable: {reasons}")
+        }
+    }
+
     /// Stops using `conn` (if it is still the current one): the next call connects to the
     /// endpoint after it.
     fn abandon(&self, conn: &Arc<Conn>) {
@@ -670,9 +679,7 @@ impl Inner {
             let conn = match self.conn(deadline).await {
                 Ok(conn) => conn,
                 Err(reasons) if last.is_empty() => {
-                    return Err(Error::Unavailable(format!(
-                        "no endpoint reachable: {reasons}"
-                    )));
+                    return Err(Error::Unavailable(self.unreachable(&reasons)));
                 }
                 Err(reasons) => {
                     return Err(Error::Unavailable(format!(
@@ -975,4 +982,311 @@ async fn read_loop(
         }
     };
     shared.fail(why);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against fake servers that speak `KVB1` and misbehave on purpose.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::future::join_all;
+    use kv_server::binary::{Inbound, ServerCodec};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+
+    /// What a fake server does with a request.
+    enum Action {
+        Answer(Result<Response, ApiError>),
+        /// Close the connection without answering.
+        Close,
+        /// Never answer.
+        Ignore,
+    }
+
+    type Behaviour = Arc<dyn Fn(&Request) -> Action + Send + Sync>;
+
+    struct Fake {
+        endpoint: String,
+        requests: Arc<AtomicUsize>,
+        connections: Arc<AtomicUsize>,
+    }
+
+    async fn accept_kvb1(listener: &TcpListener) -> Framed<TcpStream, ServerCodec> {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut preamble = [0u8; 4];
+        stream.read_exact(&mut preamble).await.unwrap();
+        assert_eq!(&preamble, PREAMBLE);
+        Framed::new(stream, ServerCodec::new(1 << 20))
+    }
+
+    async fn fake(behaviour: impl Fn(&Request) -> Action + Send + Sync + 'static) -> Fake {
+        let behaviour: Behaviour = Arc::new(behaviour);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, c) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut framed = accept_kvb1(&listener).await;
+                c.fetch_add(1, Ordering::SeqCst);
+                let (behaviour, r) = (behaviour.clone(), r.clone());
+                tokio::spawn(async move {
+                    while let Some(Ok(Inbound::Request(frame))) = framed.next().await {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        match behaviour(&frame.request) {
+                            Action::Answer(result) => {
+                                let id = frame.id;
+                                framed.send(ResponseFrame { id, result }).await.unwrap();
+                            }
+                            Action::Close => return,
+                            Action::Ignore => {}
+                        }
+                    }
+                });
+            }
+        });
+        Fake {
+            endpoint,
+            requests,
+            connections,
+        }
+    }
+
+    fn dead_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    fn opts(timeout_ms: u64) -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_millis(timeout_ms),
+            backoff: Duration::from_millis(5),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn client(endpoints: &[&str], timeout_ms: u64) -> Client {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e).unwrap())
+            .collect();
+        Client::new(endpoints, opts(timeout_ms)).unwrap()
+    }
+
+    fn done(_: &Request) -> Action {
+        Action::Answer(Ok(Response::Done))
+    }
+
+    fn unavailable(_: &Request) -> Action {
+        Action::Answer(Err(ApiError::unavailable(None, "no leader")))
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let ok = |s: &str, addr: &str| assert_eq!(Endpoint::parse(s).unwrap().addr(), addr);
+        ok("http://127.0.0.1:12380", "127.0.0.1:12380");
+        ok("127.0.0.1:12380", "127.0.0.1:12380");
+        ok("http://localhost:1/", "localhost:1");
+        ok("[::1]:80", "[::1]:80");
+        assert_eq!(Endpoint::parse("h:1").unwrap().to_string(), "http://h:1");
+        for bad in [
+            "https://h:1",
+            "h",
+            "h:",
+            "h:0",
+            "h:99999",
+            ":1",
+            "http://h:1/x",
+            "",
+        ] {
+            let err = Endpoint::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        let list = Endpoint::parse_list("a:1, http://b:2 ,").unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(Endpoint::parse_list(" , ").is_err());
+    }
+
+    #[tokio::test]
+    async fn pipelined_calls_share_one_connection_and_are_matched_by_id() {
+        const N: usize = 50;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        // The server answers only once it holds every request, in reverse order: the calls
+        // must have been pipelined, and each answer must find its own caller.
+        let server = tokio::spawn(async move {
+            let mut framed = accept_kvb1(&listener).await;
+            let mut frames = Vec::new();
+            while frames.len() < N {
+                match framed.next().await {
+                    Some(Ok(Inbound::Request(f))) => frames.push(f),
+                    other => panic!("{other:?}"),
+                }
+            }
+            for f in frames.into_iter().rev() {
+                let Request::Get { key, .. } = f.request else {
+                    panic!("not a get")
+                };
+                let result = Ok(Response::Value(Bytes::from(key)));
+                framed
+                    .feed(ResponseFrame { id: f.id, result })
+                    .await
+                    .unwrap();
+            }
+            framed.flush().await.unwrap();
+            // A second connection would hang the test: there must be none.
+            framed
+        });
+        let c = client(&[&endpoint], 10_000);
+        let gets = (0..N).map(|i| {
+            let c = c.clone();
+            async move { c.get(format!("key-{i}")).await }
+        });
+        let results = tokio::time::timeout(Duration::from_secs(10), join_all(gets))
+            .await
+            .expect("the calls were not pipelined");
+        for (i, r) in results.into_iter().enumerate() {
+            assert_eq!(r.unwrap().unwrap(), format!("key-{i}").as_bytes());
+        }
+        let _conn = server.await.unwrap();
+        assert_eq!(c.connected_to().unwrap().to_string(), endpoint);
+    }
+
+    #[tokio::test]
+    async fn connecting_fails_over_to_the_next_endpoint() {
+        let live = fake(done).await;
+        let dead = dead_endpoint();
+        let c = client(&[&dead, &live.endpoint], 5_000);
+        c.put("k", "v").await.unwrap();
+        assert_eq!(c.connected_to().unwrap().to_string(), live.endpoint);
+        // Later calls stay on the working endpoint.
+        c.put("k", "w").await.unwrap();
+        assert_eq!(live.connections.load(Ordering::SeqCst), 1);
+        // Connect reports every endpoint when none is reachable.
+        let err = Client::connect([dead.as_str(), dead.as_str()], opts(1_000))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::Unavailable(m) if m.contains("no endpoint reachable")));
+        assert_eq!(err.exit_code(), 3);
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_are_retried_elsewhere_for_writes_too() {
+        let no_leader = fake(unavailable).await;
+        let live = fake(done).await;
+        let c = client(&[&no_leader.endpoint, &live.endpoint], 5_000);
+        c.put("k", "v").await.unwrap();
+        assert_eq!(no_leader.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(live.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn unavailable_everywhere_until_the_deadline() {
+        let no_leader = fake(unavailable).await;
+        let c = client(&[&no_leader.endpoint], 300);
+        let err = c.put("k", "v").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m.contains("no leader")),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 3);
+        // It backed off between attempts: far fewer than a busy loop would make.
+        let attempts = no_leader.requests.load(Ordering::SeqCst);
+        assert!((2..100).contains(&attempts), "{attempts}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_write_is_indeterminate_but_a_lost_read_is_retried() {
+        let closer = fake(|_| Action::Close).await;
+        let live = fake(|r| match r {
+            Request::Get { .. } => Action::Answer(Ok(Response::Value(Bytes::from("v")))),
+            _ => Action::Answer(Ok(Response::Done)),
+        })
+        .await;
+        let c = client(&[&closer.endpoint, &live.endpoint], 5_000);
+        let err = c.put("k", "v").await.unwrap_err();
+        assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+        assert_eq!(err.exit_code(), 3);
+        assert_eq!(
+            live.requests.load(Ordering::SeqCst),
+            0,
+            "the write was repeated"
+        );
+        let c = client(&[&closer.endpoint, &live.endpoint], 5_000);
+        assert_eq!(c.get("k").await.unwrap().unwrap(), "v");
+        assert_eq!(live.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_server_timeout_is_indeterminate_for_writes_only() {
+        let slow = fake(|_| Action::Answer(Err(ApiError::timeout("timed out")))).await;
+        let live = fake(|_| Action::Answer(Ok(Response::Members(vec![])))).await;
+        let c = client(&[&slow.endpoint, &live.endpoint], 5_000);
+        let err = c.delete("k").await.unwrap_err();
+        assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+        assert_eq!(c.members().await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn no_answer_before_the_deadline() {
+        let silent = fake(|_| Action::Ignore).await;
+        let c = client(&[&silent.endpoint], 200);
+        let err = c.get("k").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        let err = c.put("k", "v").await.unwrap_err();
+        assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+        // The connection itself is fine: no reconnect happened.
+        assert_eq!(silent.connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_pass_through() {
+        let server = fake(|r| {
+            Action::Answer(Err(match r {
+                Request::Get { .. } | Request::Delete { .. } => ApiError::not_found("absent"),
+                Request::Put {
+                    condition: Some(_), ..
+                } => ApiError::precondition_failed("no"),
+                _ => ApiError::bad_request("bad"),
+            }))
+        })
+        .await;
+        let c = client(&[&server.endpoint], 5_000);
+        assert_eq!(c.get("k").await.unwrap(), None);
+        assert!(!c.delete("k").await.unwrap());
+        assert!(!c.cas("k", "v", Condition::PrevExist(false)).await.unwrap());
+        let err = c.put("k", "v").await.unwrap_err();
+        assert_eq!(err.api_kind(), Some(ErrorKind::BadRequest));
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(err.to_string(), "bad");
+        // Every refusal was answered once: none was retried.
+        assert_eq!(server.requests.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_server_connection_is_replaced() {
+        // The server closes after every answer: each call finds the connection dead (not
+        // sent, or lost before the answer for a read) and reconnects.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let mut framed = accept_kvb1(&listener).await;
+                if let Some(Ok(Inbound::Request(f))) = framed.next().await {
+                    let result = Ok(Response::Value(Bytes::from("v")));
+                    let _ = framed.send(ResponseFrame { id: f.id, result }).await;
+                }
+            }
+        });
+        let c = client(&[&endpoint], 5_000);
+        for _ in 0..5 {
+            assert_eq!(c.get("k").await.unwrap().unwrap(), "v");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use kv_client::Error;
 use kv_client::bench::{BenchConfig, BenchReport};
-use kv_server::api::{ListResponse, Member};
+use kv_server::api::{Consistency, ListResponse, Member};
 use serde_json::{Value, json};
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
@@ -200,9 +200,12 @@ pub fn print_bench(json: bool, config: &BenchConfig, report: &BenchReport) {
     );
     let _ = writeln!(
         out,
-        "workload    {:.0}% reads ({:?}), {}-byte values, {} keys",
+        "workload    {:.0}% reads ({}), {}-byte values, {} keys",
         config.read_ratio * 100.0,
-        config.consistency,
+        match config.consistency {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Serializable => "serializable",
+        },
         config.value_size,
         config.keyspace
     );

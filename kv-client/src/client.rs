@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | connecting failed, or the connection died before the request was written | next endpoint | next endpoint |
 //! | the server answered 503 [`ErrorKind::Unavailable`] (nothing was done) | next endpoint, after a backoff | next endpoint, after a backoff |
-//! | the connection died after the request was written | next endpoint | [`Error::Indeterminate`] |
+//! | the connection died after the request was written, or while it was | next endpoint | [`Error::Indeterminate`] |
 //! | the server answered 504 [`ErrorKind::Timeout`] (proposed, outcome unknown) | next endpoint | [`Error::Indeterminate`] |
 //! | no answer before the deadline | [`Error::Timeout`] | [`Error::Indeterminate`] |
 //! | any other answer (not found, condition failed, bad request, ...) | returned | returned |
@@ -817,8 +817,8 @@ impl Shared {
     }
 
     fn complete(&self, frame: ResponseFrame) {
-        // An unknown id is an answer to a call whose connection... cannot happen: ids are
-        // unique per connection and removed once. Ignore it rather than trust the stream less.
+        // The server answers each id once, so an unknown id would be a server bug. It is
+        // ignored: dropping the connection would fail every other call in flight on it.
         if let Some(reply) = lock(&self.state).pending.remove(&frame.id) {
             let _ = reply.send(Ok(frame.result));
         }
@@ -908,8 +908,8 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Nobody can send on it any more: the writer drains the queue and closes; the reader
-        // ends when the server closes its side.
+        // No call holds the connection, so none waits for an answer: the writer closes its
+        // side and the reader stops.
         self.shared.dead.cancel();
     }
 }
@@ -970,10 +970,9 @@ async fn read_loop(
     let why = loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
-            // The connection was dropped or the writer failed; once nothing is pending, stop.
-            _ = shared.dead.cancelled(), if lock(&shared.state).pending.is_empty() => {
-                break "connection closed".to_owned();
-            }
+            // The writer failed (and failed every pending call), or the connection was
+            // dropped, which only happens once no call holds it: nobody waits for answers.
+            _ = shared.dead.cancelled() => break "connection closed".to_owned(),
         };
         match frame {
             Some(Ok(frame)) => shared.complete(frame),

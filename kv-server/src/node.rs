@@ -570,7 +570,10 @@ impl<T: PeerSink> Node<T> {
             // Without a leader no round can succeed: wait for one.
             return;
         }
-        let ctx = self.next_read_ctx;
+        // The leader keys pending ReadIndex requests by context and ignores a duplicate,
+        // so contexts must be unique across nodes, not only within one: carry the node id
+        // in the high bits, as proposal ids do.
+        let ctx = (self.cfg.id << ORIGIN_SHIFT) | (self.next_read_ctx & ((1 << ORIGIN_SHIFT) - 1));
         self.next_read_ctx += 1;
         let reads = std::mem::take(&mut self.unsent_reads);
         let deadline = reads.iter().map(|r| r.2).max().expect("at least one read");

@@ -211,11 +211,18 @@ impl Encoder<RequestFrame> for ClientCodec {
     type Error = io::Error;
 
     fn encode(&mut self, frame: RequestFrame, dst: &mut BytesMut) -> io::Result<()> {
-        let payload = postcard::to_allocvec(&frame).map_err(|e| invalid(e.to_string()))?;
-        let len = u32::try_from(payload.len()).map_err(|_| invalid("request longer than 4 GiB"))?;
-        dst.reserve(LEN + payload.len());
-        dst.put_u32(len);
-        dst.extend_from_slice(&payload);
+        let start = dst.len();
+        dst.put_u32(0);
+        // Straight into the buffer, as the server does: no allocation per request.
+        if let Err(e) = postcard::to_io(&frame, (&mut *dst).writer()) {
+            dst.truncate(start);
+            return Err(invalid(e.to_string()));
+        }
+        let len = u32::try_from(dst.len() - start - LEN).map_err(|_| {
+            dst.truncate(start);
+            invalid("request longer than 4 GiB")
+        })?;
+        dst[start..start + LEN].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
 }

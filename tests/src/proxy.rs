@@ -21,6 +21,9 @@
 //!   closed after their hello, as a crashed or resetting link would be.
 //! - [`Fault::Delay`]: every frame is held for the duration before it is
 //!   forwarded, in order.
+//! - [`Fault::Corrupt`]: every frame's payload is replaced by garbage that
+//!   cannot decode (the one fault that sends what no node wrote); the
+//!   length prefix stays intact.
 //!
 //! Partitions are drops: [`Proxy::partition`] (both ways),
 //! [`Proxy::partition_one_way`], [`Proxy::isolate`] (every link to and from
@@ -56,6 +59,11 @@ pub enum Fault {
     Cut,
     /// Forward every frame after this delay.
     Delay(Duration),
+    /// Replace every frame's payload with garbage of the same length that
+    /// cannot decode (its first byte is not a `Frame` variant), keeping the
+    /// length prefix intact: the acceptor must refuse it as a protocol
+    /// error, never act on it.
+    Corrupt,
 }
 
 /// Counters of one directed link.
@@ -69,6 +77,8 @@ pub struct LinkStats {
     pub forwarded: u64,
     /// Frames discarded by a [`Fault::Drop`].
     pub dropped: u64,
+    /// Frames replaced by garbage by a [`Fault::Corrupt`].
+    pub corrupted: u64,
 }
 
 #[derive(Default)]
@@ -277,6 +287,14 @@ fn decode_frame(payload: &[u8]) -> Option<Frame> {
     FrameCodec::default().decode(&mut buf).ok().flatten()
 }
 
+/// `len` bytes that no kv-server decodes as a frame: postcard encodes the
+/// variant index first, as a varint, and 0x7f is far past the last variant.
+fn garbage(len: usize) -> Bytes {
+    let mut b: Vec<u8> = (0..len.max(1)).map(|_| fastrand::u8(..)).collect();
+    b[0] = 0x7f;
+    Bytes::from(b)
+}
+
 /// Relays one connection to node `to`, applying the faults of its link
 /// until either side closes or the link is cut.
 async fn relay(conn: TcpStream, to: NodeId, upstream: SocketAddr, shared: &Shared) {
@@ -353,6 +371,10 @@ async fn relay(conn: TcpStream, to: NodeId, upstream: SocketAddr, shared: &Share
                         None => pending.push_back((Instant::now(), frame)),
                         Some(Fault::Delay(d)) => pending.push_back((Instant::now() + d, frame)),
                         Some(Fault::Drop) => shared.count(link, |s| s.dropped += 1),
+                        Some(Fault::Corrupt) => {
+                            shared.count(link, |s| s.corrupted += 1);
+                            pending.push_back((Instant::now(), garbage(frame.len())));
+                        }
                         Some(Fault::Cut) => {
                             shared.count(link, |s| s.cut += 1);
                             return;
@@ -488,6 +510,29 @@ mod tests {
         other.send(chunk(9)).await.unwrap();
         assert_eq!(recv(&mut rx).await, chunk(9));
         assert_eq!(proxy.stats(1, 2).cut, 2);
+    }
+
+    #[tokio::test]
+    async fn corrupted_frames_keep_their_length_and_never_decode() {
+        for _ in 0..1000 {
+            let len = fastrand::usize(1..200);
+            let g = garbage(len);
+            assert_eq!(g.len(), len);
+            assert_eq!(decode_frame(&g), None);
+        }
+        let (up, _rx) = acceptor().await;
+        let proxy = Proxy::new();
+        let addr = proxy.add_node(2, up).await.unwrap();
+        proxy.set(1, 2, Fault::Corrupt);
+        let mut c = dial(addr, 1, 2).await;
+        c.next().await.unwrap().unwrap();
+        c.send(chunk(1)).await.unwrap();
+        // The acceptor cannot decode it and drops the connection.
+        let end = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap();
+        assert!(end.is_none() || end.unwrap().is_err());
+        assert_eq!(proxy.stats(1, 2).corrupted, 1);
     }
 
     #[tokio::test]

@@ -43,26 +43,53 @@ pub struct RegisterWorkload {
     pub request_timeout: Duration,
 }
 
+/// The nodes clients may use: shared by the clients and the test, which
+/// replaces it when membership changes.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSet(Arc<Mutex<Vec<Client>>>);
+
+impl NodeSet {
+    /// A set of these nodes.
+    pub fn new(nodes: Vec<Client>) -> Self {
+        NodeSet(Arc::new(Mutex::new(nodes)))
+    }
+
+    /// Replaces the nodes.
+    ///
+    /// # Panics
+    /// If the lock is poisoned, or `nodes` is empty.
+    pub fn set(&self, nodes: Vec<Client>) {
+        assert!(!nodes.is_empty(), "a node set needs a node");
+        *self.0.lock().expect("node set lock") = nodes;
+    }
+
+    /// The `i`-th node, modulo the number of nodes.
+    ///
+    /// # Panics
+    /// If the lock is poisoned.
+    pub fn get(&self, i: usize) -> Client {
+        let nodes = self.0.lock().expect("node set lock");
+        nodes[i % nodes.len()].clone()
+    }
+}
+
 /// Runs one register client until `workload.until`, recording every
-/// operation in `recorder`. `nodes` are the clients of the nodes it may
-/// use; it starts with `nodes[client % nodes.len()]`. Returns the number of
-/// operations issued.
+/// operation in `recorder`. It starts with node `client` of `nodes`
+/// (modulo their number), and moves to the next after a refusal or a lost
+/// answer, pausing for [`crate::POLL`] so that a cluster without a leader
+/// is not flooded. Returns the number of operations issued.
 ///
 /// # Panics
 /// On an answer the contract above does not allow.
 pub async fn register_client(
     client: u64,
-    nodes: Vec<Client>,
+    nodes: NodeSet,
     workload: RegisterWorkload,
     recorder: Recorder,
     seed: u64,
 ) -> usize {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let nodes: Vec<Client> = nodes
-        .into_iter()
-        .map(|c| c.with_timeout(workload.request_timeout))
-        .collect();
-    let mut at = client as usize % nodes.len();
+    let mut at = client as usize;
     // The last value this client saw for each key: CAS guesses from it.
     let mut seen: Vec<Option<String>> = vec![None; workload.keys.len()];
     let mut seq = 0u64;
@@ -85,7 +112,7 @@ pub async fn register_client(
             },
             _ => Op::Delete,
         };
-        let node = &nodes[at];
+        let node = nodes.get(at).with_timeout(workload.request_timeout);
         let invoke = recorder.now();
         let answer = match &op {
             Op::Get => node.get(key).await,
@@ -107,12 +134,13 @@ pub async fn register_client(
         let refused = matches!(&answer, Ok(r) if r.status == 503)
             || matches!(&answer, Err(e) if !e.maybe_sent());
         let lost = matches!(&answer, Err(e) if e.maybe_sent());
-        if refused || lost {
-            // This node cannot serve now: try the next one.
-            at = (at + 1) % nodes.len();
-        }
         recorder.record(client, key, op, invoke, outcome);
         issued += 1;
+        if refused || lost {
+            // This node cannot serve now: try the next one.
+            at = at.wrapping_add(1);
+            tokio::time::sleep(crate::POLL).await;
+        }
     }
     issued
 }

@@ -318,3 +318,54 @@ fn membership_changes_under_load_lose_no_acknowledged_write() {
         },
     );
 }
+
+#[test]
+fn large_values_replicate_and_travel_in_snapshots() {
+    run_test("large_values", Duration::from_secs(120), |dir| async move {
+        // Snapshots of ~16 MiB are taken on the node's loop: in a debug
+        // build that can stall it for longer than the default 200 ms
+        // election timeout of these tests, so give elections 1 s here.
+        let opts = ClusterOptions {
+            snapshot_count: Some(10),
+            election_tick: 50,
+            ..ClusterOptions::default()
+        };
+        let mut c = Cluster::start(&dir, opts).await;
+        let leader = c.wait_for_leader(ELECTION).await;
+        // 24 values of 700 KiB, ~16 MiB in all: raft messages near their
+        // size limit, and a snapshot of many 1 MiB chunks for the joiner.
+        let value = |i: usize| -> String {
+            let c = char::from(b'a' + (i % 26) as u8);
+            std::iter::repeat_n(c, 700 * 1024).collect()
+        };
+        for i in 0..24 {
+            let node = c.client(c.ids()[i % 3]);
+            let key = format!("big-{i:02}");
+            // Should an election still happen, a forwarded proposal may be
+            // dropped (504) or refused (503): putting the same value again
+            // is harmless.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let r = node.put(&key, &value(i)).await.expect("PUT");
+                match r.status {
+                    204 => break,
+                    503 | 504 if tries < 5 => c.log(&format!("PUT {key}: {r}; again")),
+                    _ => panic!("PUT {key}: {r}"),
+                }
+            }
+        }
+        let new = c.add_node(leader).await;
+        c.wait_converged(CONVERGE).await;
+        let data = c.assert_same_data().await;
+        assert_eq!(data.len(), 24);
+        for i in 0..24 {
+            assert!(
+                data[&format!("big-{i:02}")] == value(i),
+                "big-{i:02} differs"
+            );
+        }
+        let r = expect_status("GET on node 4", c.client(new).get("big-07").await, 200);
+        assert_eq!(r.body.len(), 700 * 1024);
+    });
+}

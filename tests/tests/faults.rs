@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cluster_tests::client::Client;
 use cluster_tests::cluster::{Cluster, ClusterOptions, NodeId};
+use cluster_tests::proxy::Fault;
 use cluster_tests::run_test;
 use cluster_tests::workload::{Writers, check_acked};
 
@@ -204,5 +205,107 @@ fn isolated_leader_is_replaced_and_heals() {
         // The minority's entry was never committed, and the majority's
         // newer term overwrote it.
         assert_eq!(data.get("minority-write"), None);
+    });
+}
+
+#[test]
+fn corrupted_peer_frames_are_refused_and_the_cluster_recovers() {
+    run_test("corrupt", Duration::from_secs(120), |dir| async move {
+        let opts = ClusterOptions {
+            proxy: true,
+            ..options()
+        };
+        let c = Cluster::start(&dir, opts).await;
+        let leader = c.wait_for_leader(ELECTION).await;
+        let writers = Writers::start(3, clients(&c));
+        writers.progress(30, "writes before the corruption").await;
+
+        // Everything the leader sends arrives as garbage: its followers
+        // refuse it, hear no heartbeat, and elect another leader.
+        let followers: Vec<NodeId> = c.live().into_iter().filter(|&id| id != leader).collect();
+        for &f in &followers {
+            c.proxy().set(leader, f, Fault::Corrupt);
+        }
+        c.log(&format!("corrupting everything node {leader} sends"));
+        c.wait_for_leader_among(&followers, ELECTION).await;
+        writers
+            .progress(50, "writes while the old leader's frames are garbage")
+            .await;
+        c.proxy().heal();
+        c.log("healed");
+        writers.progress(30, "writes after healing").await;
+        let acked = writers.stop().await;
+        check_acked(&c, &acked, CONVERGE).await;
+
+        for &f in &followers {
+            let corrupted = c.proxy().stats(leader, f).corrupted;
+            let stats = c.client(f).stats().await.expect("stats");
+            let errors = stats["transport"]["protocol_errors"].as_u64().unwrap_or(0);
+            assert!(
+                corrupted > 0 && errors > 0,
+                "node {f}: {corrupted} frames corrupted, {errors} protocol errors"
+            );
+        }
+    });
+}
+
+#[test]
+fn garbage_on_a_peer_port_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    use kv_server::transport::codec::{ConnKind, Frame, FrameCodec, Hello, HelloReply};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    run_test("peer_garbage", Duration::from_secs(60), |dir| async move {
+        let c = Cluster::start(&dir, options()).await;
+        c.wait_for_leader(ELECTION).await;
+        let victim = 1;
+        let peer = c.peer_url(victim).trim_start_matches("http://").to_owned();
+
+        // Random bytes, a huge length prefix, and a frame that decodes to
+        // nothing: each closes only its own connection.
+        for junk in [
+            (0..512).map(|_| fastrand::u8(..)).collect::<Vec<u8>>(),
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            vec![0, 0, 0, 3, 0x7f, 0x7f, 0x7f],
+        ] {
+            let mut s = TcpStream::connect(&peer).await.expect("connect");
+            s.write_all(&junk).await.expect("write");
+            let mut f = tokio_util::codec::Framed::new(s, FrameCodec::default());
+            let end = tokio::time::timeout(Duration::from_secs(10), f.next()).await;
+            assert!(
+                matches!(end, Ok(None | Some(Err(_)))),
+                "node {victim} answered garbage with {end:?}"
+            );
+        }
+        // A hello from another cluster is refused with a reason.
+        let s = TcpStream::connect(&peer).await.expect("connect");
+        let mut f = tokio_util::codec::Framed::new(s, FrameCodec::default());
+        f.send(Frame::Hello(Hello::new(12345, 2, victim, ConnKind::Stream)))
+            .await
+            .expect("send hello");
+        let reply = tokio::time::timeout(Duration::from_secs(10), f.next()).await;
+        assert!(
+            matches!(
+                reply,
+                Ok(Some(Ok(Frame::HelloReply(HelloReply::Refuse { .. }))))
+            ),
+            "a hello from another cluster got {reply:?}"
+        );
+
+        let stats = c.client(victim).stats().await.expect("stats");
+        let t = &stats["transport"];
+        assert!(t["protocol_errors"].as_u64().unwrap_or(0) >= 2, "{t}");
+        assert!(t["refused_handshakes"].as_u64().unwrap_or(0) >= 1, "{t}");
+        // The node is unharmed and the cluster works.
+        c.wait_for_leader(ELECTION).await;
+        let r = c
+            .client(victim)
+            .put("after-garbage", "ok")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{r}");
+        c.wait_converged(CONVERGE).await;
+        c.assert_same_data().await;
     });
 }

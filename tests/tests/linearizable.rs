@@ -3,21 +3,30 @@
 //! fault, then the recorded history is checked.
 //!
 //! Each run prints its seed, the operation counts and the verdict. To
-//! replay a run's client choices, set `KV_LIN_SEED` (the faults' timing
-//! still depends on the machine).
+//! replay a run's client choices and faults, set `KV_LIN_SEED` (their
+//! timing still depends on the machine). `KV_LIN_SECS` sets the length of
+//! the mixed-faults run (default 10 s), for a soak outside CI.
 
 use std::time::Duration;
 
 use cluster_tests::cluster::{Cluster, ClusterOptions};
 use cluster_tests::linearizability::{Recorder, check};
 use cluster_tests::proxy::Fault;
-use cluster_tests::workload::{RegisterWorkload, register_client};
+use cluster_tests::workload::{NodeSet, RegisterWorkload, register_client};
 use cluster_tests::{run_test, wait_until};
 
 const ELECTION: Duration = Duration::from_secs(10);
 const CLIENTS: u64 = 5;
 const KEYS: usize = 5;
 const RUN: Duration = Duration::from_secs(5);
+
+/// The time a longer `KV_LIN_SECS` run adds to the test's limit.
+fn secs_extra() -> u64 {
+    std::env::var("KV_LIN_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+}
 
 fn seed() -> u64 {
     std::env::var("KV_LIN_SEED")
@@ -26,40 +35,32 @@ fn seed() -> u64 {
         .unwrap_or_else(|| fastrand::u64(..))
 }
 
-/// Starts the clients; they stop on their own after [`RUN`].
+/// Starts the clients on every node; they stop on their own after `run`.
 fn start_clients(
     c: &Cluster,
     recorder: &Recorder,
     seed: u64,
-) -> Vec<tokio::task::JoinHandle<usize>> {
-    start_clients_for(c, recorder, seed, RUN)
-}
-
-/// Starts the clients; they stop on their own after `run`.
-fn start_clients_for(
-    c: &Cluster,
-    recorder: &Recorder,
-    seed: u64,
     run: Duration,
-) -> Vec<tokio::task::JoinHandle<usize>> {
+) -> (NodeSet, Vec<tokio::task::JoinHandle<usize>>) {
     let workload = RegisterWorkload {
         keys: (0..KEYS).map(|k| format!("lin-{k}")).collect(),
         until: tokio::time::Instant::now() + run,
         // Above the server's --request-timeout-ms, so it answers 504 first.
         request_timeout: Duration::from_secs(4),
     };
-    (0..CLIENTS)
+    let nodes = NodeSet::new(c.live().iter().map(|&id| c.client(id)).collect());
+    let tasks = (0..CLIENTS)
         .map(|client| {
-            let nodes = c.ids().iter().map(|&id| c.client(id)).collect();
             tokio::spawn(register_client(
                 client,
-                nodes,
+                nodes.clone(),
                 workload.clone(),
                 recorder.clone(),
                 seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ))
         })
-        .collect()
+        .collect();
+    (nodes, tasks)
 }
 
 /// Waits until the history holds `n` more operations.
@@ -129,7 +130,7 @@ fn linearizable_across_a_leader_kill() {
         let mut c = Cluster::start(&dir, opts).await;
         let leader = c.wait_for_leader(ELECTION).await;
         let recorder = Recorder::new();
-        let clients = start_clients(&c, &recorder, seed);
+        let (_, clients) = start_clients(&c, &recorder, seed, RUN);
 
         ops_grow(&recorder, 100, "operations before the kill").await;
         c.kill(leader);
@@ -155,7 +156,7 @@ fn linearizable_across_a_partition() {
             let c = Cluster::start(&dir, opts).await;
             let leader = c.wait_for_leader(ELECTION).await;
             let recorder = Recorder::new();
-            let clients = start_clients(&c, &recorder, seed);
+            let (_, clients) = start_clients(&c, &recorder, seed, RUN);
 
             ops_grow(&recorder, 100, "operations before the partition").await;
             c.proxy().isolate(leader);
@@ -172,13 +173,18 @@ fn linearizable_across_a_partition() {
 
 /// One fault of the nemesis, held until the clients have done `HOLD` more
 /// operations, then repaired.
-async fn nemesis_step(c: &mut Cluster, rng: &mut fastrand::Rng, recorder: &Recorder) {
+async fn nemesis_step(
+    c: &mut Cluster,
+    rng: &mut fastrand::Rng,
+    recorder: &Recorder,
+    nodes: &NodeSet,
+) {
     const HOLD: usize = 60;
     let live = c.live();
     let leader = c.wait_for_leader(ELECTION).await;
     let others: Vec<u64> = live.iter().copied().filter(|&id| id != leader).collect();
     let follower = others[rng.usize(0..others.len())];
-    match rng.u8(0..6) {
+    match rng.u8(0..9) {
         0 => {
             c.log(&format!("nemesis: isolate the leader {leader}"));
             c.proxy().isolate(leader);
@@ -224,6 +230,46 @@ async fn nemesis_step(c: &mut Cluster, rng: &mut fastrand::Rng, recorder: &Recor
             ops_grow(recorder, HOLD, "operations with slow links").await;
             c.proxy().heal();
         }
+        5 => {
+            c.log("nemesis: kill -9 every node");
+            for &id in &live {
+                c.kill(id);
+            }
+            for &id in &live {
+                c.restart(id).await;
+            }
+            c.wait_for_leader(ELECTION).await;
+            ops_grow(
+                recorder,
+                HOLD,
+                "operations after the whole cluster restarted",
+            )
+            .await;
+        }
+        6 => {
+            c.log(&format!("nemesis: transfer leadership to {follower}"));
+            let r = c
+                .client(leader)
+                .transfer_leader(follower)
+                .await
+                .map(|r| r.to_string());
+            // A transfer may fail under load (503); it must not break anything.
+            c.log(&format!("nemesis: transfer answered {r:?}"));
+            ops_grow(recorder, HOLD, "operations after a transfer").await;
+        }
+        7 => {
+            c.log(&format!(
+                "nemesis: replace follower {follower} with a new node"
+            ));
+            c.remove_node(leader, follower).await;
+            c.kill(follower);
+            let rest: Vec<u64> = c.live();
+            let leader = c.wait_for_leader_among(&rest, ELECTION).await;
+            let new = c.add_node(leader).await;
+            c.log(&format!("nemesis: node {new} replaced node {follower}"));
+            nodes.set(c.live().iter().map(|&id| c.client(id)).collect());
+            ops_grow(recorder, HOLD, "operations after a replacement").await;
+        }
         _ => {
             c.log(&format!(
                 "nemesis: partition follower {follower} from the leader {leader}"
@@ -238,27 +284,34 @@ async fn nemesis_step(c: &mut Cluster, rng: &mut fastrand::Rng, recorder: &Recor
 
 #[test]
 fn linearizable_under_mixed_faults() {
-    run_test("lin_nemesis", Duration::from_secs(150), |dir| async move {
-        let seed = seed();
-        eprintln!("[lin_nemesis] seed {seed}");
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let opts = ClusterOptions {
-            proxy: true,
-            request_timeout_ms: 1_000,
-            snapshot_count: Some(100),
-            ..ClusterOptions::default()
-        };
-        let mut c = Cluster::start(&dir, opts).await;
-        c.wait_for_leader(ELECTION).await;
-        let recorder = Recorder::new();
-        let run = Duration::from_secs(10);
-        let until = tokio::time::Instant::now() + run;
-        let clients = start_clients_for(&c, &recorder, seed, run);
-        ops_grow(&recorder, 50, "operations before the first fault").await;
-        // Leave the last seconds fault-free, so the run ends healed.
-        while tokio::time::Instant::now() + Duration::from_secs(3) < until {
-            nemesis_step(&mut c, &mut rng, &recorder).await;
-        }
-        finish("lin_nemesis", seed, &c, &recorder, clients).await;
-    });
+    run_test(
+        "lin_nemesis",
+        Duration::from_secs(150 + secs_extra()),
+        |dir| async move {
+            let seed = seed();
+            eprintln!("[lin_nemesis] seed {seed}");
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let opts = ClusterOptions {
+                proxy: true,
+                request_timeout_ms: 1_000,
+                snapshot_count: Some(100),
+                ..ClusterOptions::default()
+            };
+            let mut c = Cluster::start(&dir, opts).await;
+            c.wait_for_leader(ELECTION).await;
+            let recorder = Recorder::new();
+            let run = Duration::from_secs(match secs_extra() {
+                0 => 10,
+                n => n,
+            });
+            let until = tokio::time::Instant::now() + run;
+            let (nodes, clients) = start_clients(&c, &recorder, seed, run);
+            ops_grow(&recorder, 50, "operations before the first fault").await;
+            // Leave the last seconds fault-free, so the run ends healed.
+            while tokio::time::Instant::now() + Duration::from_secs(3) < until {
+                nemesis_step(&mut c, &mut rng, &recorder, &nodes).await;
+            }
+            finish("lin_nemesis", seed, &c, &recorder, clients).await;
+        },
+    );
 }

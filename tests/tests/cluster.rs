@@ -32,6 +32,28 @@ fn writes_on_any_node_are_read_on_every_node() {
         let leader = c.wait_for_leader(ELECTION).await;
         let f = follower(&c, leader);
 
+        // /members and /health agree with /state about the leader.
+        for id in c.ids() {
+            let members = c.client(id).members().await.expect("members");
+            let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+            assert_eq!(ids, vec![1, 2, 3], "members on node {id}");
+            let leaders: Vec<NodeId> = members.iter().filter(|m| m.leader).map(|m| m.id).collect();
+            assert_eq!(
+                leaders,
+                vec![leader],
+                "leader flags on node {id}: {members:?}"
+            );
+            assert!(
+                members
+                    .iter()
+                    .all(|m| m.voter && m.peer_url == c.peer_url(m.id))
+            );
+            let h = c.client(id).health().await.expect("health");
+            assert_eq!(h.status, 200, "{h}");
+            let body: serde_json::Value = h.json().expect("health JSON");
+            assert_eq!(body["leader"], leader, "{body}");
+        }
+
         // A write on node 1 (leader or not) is read on all three, both
         // linearizably and, once applied there, from local state.
         expect_status("PUT k1 on node 1", c.client(1).put("k1", "v1").await, 204);
@@ -220,7 +242,7 @@ fn a_removed_node_leaves_and_the_cluster_keeps_working() {
 #[test]
 fn leadership_moves_where_it_is_sent() {
     run_test("transfer", Duration::from_secs(90), |dir| async move {
-        let c = Cluster::start(&dir, ClusterOptions::default()).await;
+        let mut c = Cluster::start(&dir, ClusterOptions::default()).await;
         let leader = c.wait_for_leader(ELECTION).await;
         let target = follower(&c, leader);
 
@@ -230,11 +252,8 @@ fn leadership_moves_where_it_is_sent() {
             c.client(leader).transfer_leader(target).await,
             204,
         );
-        let now = c.wait_for_leader(ELECTION).await;
-        assert_eq!(now, target);
-        for (id, s) in c.states().await {
-            assert_eq!(s.expect("state").leader, target, "node {id}");
-        }
+        // Every node's /state names the new leader.
+        assert_eq!(c.wait_for_leader(ELECTION).await, target);
 
         // Asked of a follower (the old leader), for the third node: forwarded
         // to the leader.
@@ -261,6 +280,22 @@ fn leadership_moves_where_it_is_sent() {
             c.client(third).transfer_leader(9).await,
             400,
         );
+
+        // To a node that is down: the transfer fails with a 503, and the
+        // leader takes writes again.
+        c.kill(leader);
+        expect_status(
+            "POST /leader to a dead node",
+            c.client(third).transfer_leader(leader).await,
+            503,
+        );
+        assert_eq!(c.wait_for_leader(ELECTION).await, third);
+        expect_status(
+            "PUT after a failed transfer",
+            c.client(third).put("k0", "v0").await,
+            204,
+        );
+        c.restart(leader).await;
 
         expect_status(
             "PUT after transfers",

@@ -309,3 +309,122 @@ fn garbage_on_a_peer_port_is_refused() {
         c.assert_same_data().await;
     });
 }
+
+#[test]
+fn a_follower_that_cannot_hear_the_leader_does_not_depose_it() {
+    use kv_server::api::Role;
+    run_test("deaf_follower", Duration::from_secs(60), |dir| async move {
+        let opts = ClusterOptions {
+            proxy: true,
+            ..options()
+        };
+        let c = Cluster::start(&dir, opts).await;
+        let leader = c.wait_for_leader(ELECTION).await;
+        let term = c.client(leader).state().await.expect("state").term;
+        let deaf: NodeId = c
+            .live()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a follower");
+
+        // The follower hears nothing from the leader, but everyone hears it.
+        c.proxy().partition_one_way(leader, deaf);
+        c.log(&format!("node {deaf} no longer hears the leader {leader}"));
+        cluster_tests::wait_until("the deaf follower to campaign", ELECTION, || async {
+            let s = c.client(deaf).state().await?;
+            if matches!(s.role, Role::PreCandidate | Role::Candidate) {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        })
+        .await;
+        // Pre-vote: the others still hear the leader, so they refuse the
+        // campaign, and nobody's term moves.
+        let r = c.client(leader).put("while-deaf", "1").await.expect("put");
+        assert_eq!(r.status, 204, "{r}");
+        for id in c.live().into_iter().filter(|&id| id != deaf) {
+            let s = c.client(id).state().await.expect("state");
+            assert_eq!((s.leader, s.term), (leader, term), "node {id}: {s:?}");
+        }
+        c.proxy().heal();
+        c.log("healed");
+        assert_eq!(c.wait_for_leader(ELECTION).await, leader);
+        c.wait_converged(CONVERGE).await;
+        let s = c.client(leader).state().await.expect("state");
+        assert_eq!(s.term, term, "the term moved: {s:?}");
+        c.assert_same_data().await;
+    });
+}
+
+#[test]
+fn a_removed_node_that_comes_back_cannot_disrupt_the_cluster() {
+    use kv_server::api::Role;
+    run_test(
+        "removed_returns",
+        Duration::from_secs(60),
+        |dir| async move {
+            let mut c = Cluster::start(&dir, options()).await;
+            let leader = c.wait_for_leader(ELECTION).await;
+            let gone: NodeId = c
+                .live()
+                .into_iter()
+                .find(|&id| id != leader)
+                .expect("a follower");
+            // Down while it is removed, so it never learns of its removal.
+            c.kill(gone);
+            c.remove_node(leader, gone).await;
+            let term = c.client(leader).state().await.expect("state").term;
+            c.restart(gone).await;
+            cluster_tests::wait_until("the removed node to campaign", ELECTION, || async {
+                let s = c.client(gone).state().await?;
+                if matches!(s.role, Role::PreCandidate | Role::Candidate) {
+                    Ok(())
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            })
+            .await;
+            let r = c
+                .client(leader)
+                .put("after-return", "1")
+                .await
+                .expect("put");
+            assert_eq!(r.status, 204, "{r}");
+            for id in c.live() {
+                let s = c.client(id).state().await.expect("state");
+                assert_eq!((s.leader, s.term), (leader, term), "node {id}: {s:?}");
+            }
+            let members = c.client(leader).members().await.expect("members");
+            assert!(members.iter().all(|m| m.id != gone), "{members:?}");
+        },
+    );
+}
+
+#[test]
+fn repeated_crashes_during_snapshots_lose_nothing() {
+    run_test("crash_loop", Duration::from_secs(120), |dir| async move {
+        // A snapshot every 20 entries: many kills land during or right
+        // after one, and every restart recovers from snapshot + WAL.
+        let opts = ClusterOptions {
+            snapshot_count: Some(20),
+            ..options()
+        };
+        let mut c = Cluster::start(&dir, opts).await;
+        c.wait_for_leader(ELECTION).await;
+        let writers = Writers::start(4, clients(&c));
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..10 {
+            writers.progress(30, "writes between crashes").await;
+            let ids = c.ids();
+            let victim = ids[rng.usize(0..ids.len())];
+            c.log(&format!("crash round {round}"));
+            c.kill(victim);
+            writers.progress(30, "writes with a node down").await;
+            c.restart(victim).await;
+        }
+        writers.progress(30, "writes after the last crash").await;
+        let acked = writers.stop().await;
+        check_acked(&c, &acked, CONVERGE).await;
+    });
+}

@@ -204,6 +204,22 @@ impl Recorder {
         });
     }
 
+    /// The number of operations recorded so far.
+    ///
+    /// # Panics
+    /// If the lock is poisoned.
+    pub fn len(&self) -> usize {
+        self.ops.lock().expect("recorder lock").len()
+    }
+
+    /// Whether nothing was recorded yet.
+    ///
+    /// # Panics
+    /// If the lock is poisoned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A copy of the history so far.
     ///
     /// # Panics

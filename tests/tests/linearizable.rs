@@ -20,8 +20,8 @@ const CLIENTS: u64 = 5;
 const KEYS: usize = 5;
 const RUN: Duration = Duration::from_secs(5);
 
-/// The time a longer `KV_LIN_SECS` run adds to the test's limit.
-fn secs_extra() -> u64 {
+/// `KV_LIN_SECS`: the length of a soak run of the mixed faults (0: none).
+fn soak_secs() -> u64 {
     std::env::var("KV_LIN_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -65,9 +65,9 @@ fn start_clients(
 
 /// Waits until the history holds `n` more operations.
 async fn ops_grow(recorder: &Recorder, n: usize, what: &str) {
-    let target = recorder.history().len() + n;
+    let target = recorder.len() + n;
     wait_until(what, Duration::from_secs(20), || async {
-        let len = recorder.history().len();
+        let len = recorder.len();
         if len >= target {
             Ok(())
         } else {
@@ -286,7 +286,7 @@ async fn nemesis_step(
 fn linearizable_under_mixed_faults() {
     run_test(
         "lin_nemesis",
-        Duration::from_secs(150 + secs_extra()),
+        Duration::from_secs(150 + soak_secs()),
         |dir| async move {
             let seed = seed();
             eprintln!("[lin_nemesis] seed {seed}");
@@ -300,7 +300,7 @@ fn linearizable_under_mixed_faults() {
             let mut c = Cluster::start(&dir, opts).await;
             c.wait_for_leader(ELECTION).await;
             let recorder = Recorder::new();
-            let run = Duration::from_secs(match secs_extra() {
+            let run = Duration::from_secs(match soak_secs() {
                 0 => 10,
                 n => n,
             });

@@ -105,6 +105,9 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if crate::test_failing() {
+            self.record_stats();
+        }
         for (&id, node) in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 // SIGKILL also ends a stopped process.
@@ -117,6 +120,25 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `GET /stats` with blocking I/O (for drop code, which cannot await),
+/// bounded by `timeout` per step.
+fn stats_blocking(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    Ok(raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or(raw))
 }
 
 /// Appends a harness line to a node's log.
@@ -336,6 +358,27 @@ impl Cluster {
                 "node {id} did not answer on its client port within {START_TIMEOUT:?}"
             );
             tokio::time::sleep(crate::POLL).await;
+        }
+    }
+
+    /// Saves every running, unpaused node's `/stats` (raft progress,
+    /// transport counters) to `<dir>/node-<id>.stats.json` and prints each
+    /// node's raft section: the state of a failed test, for its report.
+    fn record_stats(&self) {
+        for (&id, node) in &self.nodes {
+            if node.child.is_none() || node.paused {
+                continue;
+            }
+            match stats_blocking(node.client, Duration::from_secs(2)) {
+                Ok(body) => {
+                    let _ = std::fs::write(self.dir.join(format!("node-{id}.stats.json")), &body);
+                    let raft = serde_json::from_str::<serde_json::Value>(&body)
+                        .map(|v| v["raft"].to_string())
+                        .unwrap_or(body);
+                    eprintln!("node {id} at failure: {raft}");
+                }
+                Err(e) => eprintln!("node {id} at failure: /stats failed: {e}"),
+            }
         }
     }
 

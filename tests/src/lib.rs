@@ -72,9 +72,20 @@ where
         .enable_all()
         .build()
         .expect("building a tokio runtime");
-    let result = rt.block_on(async { tokio::time::timeout(limit, body(path.clone())).await });
+    let mut fut = Box::pin(body(path.clone()));
+    let result = rt.block_on(async { tokio::time::timeout(limit, &mut fut).await });
+    if result.is_err() {
+        // Whatever the body holds (a cluster) is dropped next: tell it the
+        // test failed, so that it records its state first.
+        FAILING.with(|f| f.set(true));
+    }
+    {
+        let _ctx = rt.enter();
+        drop(fut);
+    }
     // Stop the proxies and clients the body spawned before judging.
     drop(rt);
+    FAILING.with(|f| f.set(false));
     match result {
         Ok(()) => {
             eprintln!("[{name}] passed in {:.1?}", started.elapsed());
@@ -85,6 +96,18 @@ where
             path.display()
         ),
     }
+}
+
+thread_local! {
+    /// Set by [`run_test`] while it drops the body of a test that timed out.
+    static FAILING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the test running on this thread is failing: it panicked, or
+/// [`run_test`] is dropping it after a timeout. Drop code uses it to record
+/// diagnostics only when they will be read.
+pub fn test_failing() -> bool {
+    std::thread::panicking() || FAILING.with(|f| f.get())
 }
 
 /// A temporary directory removed only once [`TestDir::pass`] says the test

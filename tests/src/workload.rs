@@ -75,9 +75,9 @@ impl NodeSet {
 
 /// Runs one register client until `workload.until`, recording every
 /// operation in `recorder`. It starts with node `client` of `nodes`
-/// (modulo their number), and moves to the next after a refusal or a lost
-/// answer, pausing for [`crate::POLL`] so that a cluster without a leader
-/// is not flooded. Returns the number of operations issued.
+/// (modulo their number), and moves to the next after a refusal, a timeout
+/// or a lost answer, pausing for [`crate::POLL`] so that a cluster without
+/// a leader is not flooded. Returns the number of operations issued.
 ///
 /// # Panics
 /// On an answer the contract above does not allow.
@@ -131,12 +131,13 @@ pub async fn register_client(
             }
             _ => {}
         }
-        let refused = matches!(&answer, Ok(r) if r.status == 503)
-            || matches!(&answer, Err(e) if !e.maybe_sent());
-        let lost = matches!(&answer, Err(e) if e.maybe_sent());
+        // Refused (503, no connection), timed out (504) or answer lost: this
+        // node may be down, paused or cut off from the leader.
+        let unserved =
+            matches!(&answer, Ok(r) if [500, 503, 504].contains(&r.status)) || answer.is_err();
         recorder.record(client, key, op, invoke, outcome);
         issued += 1;
-        if refused || lost {
+        if unserved {
             // This node cannot serve now: try the next one.
             at = at.wrapping_add(1);
             tokio::time::sleep(crate::POLL).await;

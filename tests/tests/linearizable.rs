@@ -35,18 +35,31 @@ fn seed() -> u64 {
         .unwrap_or_else(|| fastrand::u64(..))
 }
 
+/// The clients of a run: the nodes they use (the test updates them when
+/// membership changes), their tasks, and when they stop.
+struct Clients {
+    nodes: NodeSet,
+    tasks: Vec<tokio::task::JoinHandle<usize>>,
+    until: tokio::time::Instant,
+}
+
 /// Starts the clients on every node; they stop on their own after `run`.
+/// `server_timeout_ms` is the nodes' `--request-timeout-ms`.
 fn start_clients(
     c: &Cluster,
     recorder: &Recorder,
     seed: u64,
     run: Duration,
-) -> (NodeSet, Vec<tokio::task::JoinHandle<usize>>) {
+    server_timeout_ms: u64,
+) -> Clients {
+    let until = tokio::time::Instant::now() + run;
     let workload = RegisterWorkload {
         keys: (0..KEYS).map(|k| format!("lin-{k}")).collect(),
-        until: tokio::time::Instant::now() + run,
-        // Above the server's --request-timeout-ms, so it answers 504 first.
-        request_timeout: Duration::from_secs(4),
+        until,
+        // Above the server's timeout, so that a live node answers 504
+        // first; a paused node answers nothing, and this is how long a
+        // client waits for it.
+        request_timeout: Duration::from_millis(server_timeout_ms + 1_500),
     };
     let nodes = NodeSet::new(c.live().iter().map(|&id| c.client(id)).collect());
     let tasks = (0..CLIENTS)
@@ -60,15 +73,21 @@ fn start_clients(
             ))
         })
         .collect();
-    (nodes, tasks)
+    Clients {
+        nodes,
+        tasks,
+        until,
+    }
 }
 
-/// Waits until the history holds `n` more operations.
-async fn ops_grow(recorder: &Recorder, n: usize, what: &str) {
+/// Waits until the history holds `n` more operations, or the clients
+/// stopped (so that a fault started near the end of a run does not wait
+/// for operations that will never come).
+async fn ops_grow(recorder: &Recorder, clients: &Clients, n: usize, what: &str) {
     let target = recorder.len() + n;
     wait_until(what, Duration::from_secs(20), || async {
         let len = recorder.len();
-        if len >= target {
+        if len >= target || tokio::time::Instant::now() >= clients.until {
             Ok(())
         } else {
             Err(format!("{len} of {target} operations"))
@@ -79,14 +98,8 @@ async fn ops_grow(recorder: &Recorder, n: usize, what: &str) {
 
 /// Joins the clients, checks the history, prints the summary, and fails on
 /// anything but "linearizable".
-async fn finish(
-    name: &str,
-    seed: u64,
-    c: &Cluster,
-    recorder: &Recorder,
-    clients: Vec<tokio::task::JoinHandle<usize>>,
-) {
-    for t in clients {
+async fn finish(name: &str, seed: u64, c: &Cluster, recorder: &Recorder, clients: Clients) {
+    for t in clients.tasks {
         t.await.expect("a register client panicked");
     }
     c.wait_converged(Duration::from_secs(30)).await;
@@ -130,9 +143,9 @@ fn linearizable_across_a_leader_kill() {
         let mut c = Cluster::start(&dir, opts).await;
         let leader = c.wait_for_leader(ELECTION).await;
         let recorder = Recorder::new();
-        let (_, clients) = start_clients(&c, &recorder, seed, RUN);
+        let clients = start_clients(&c, &recorder, seed, RUN, 2_000);
 
-        ops_grow(&recorder, 100, "operations before the kill").await;
+        ops_grow(&recorder, &clients, 100, "operations before the kill").await;
         c.kill(leader);
         c.wait_for_leader(ELECTION).await;
         c.restart(leader).await;
@@ -156,14 +169,14 @@ fn linearizable_across_a_partition() {
             let c = Cluster::start(&dir, opts).await;
             let leader = c.wait_for_leader(ELECTION).await;
             let recorder = Recorder::new();
-            let (_, clients) = start_clients(&c, &recorder, seed, RUN);
+            let clients = start_clients(&c, &recorder, seed, RUN, 1_000);
 
-            ops_grow(&recorder, 100, "operations before the partition").await;
+            ops_grow(&recorder, &clients, 100, "operations before the partition").await;
             c.proxy().isolate(leader);
             c.log(&format!("isolated node {leader}"));
             let majority: Vec<u64> = c.live().into_iter().filter(|&id| id != leader).collect();
             c.wait_for_leader_among(&majority, ELECTION).await;
-            ops_grow(&recorder, 100, "operations during the partition").await;
+            ops_grow(&recorder, &clients, 100, "operations during the partition").await;
             c.proxy().heal();
             c.log("healed");
             finish("lin_partition", seed, &c, &recorder, clients).await;
@@ -177,7 +190,7 @@ async fn nemesis_step(
     c: &mut Cluster,
     rng: &mut fastrand::Rng,
     recorder: &Recorder,
-    nodes: &NodeSet,
+    clients: &Clients,
 ) {
     const HOLD: usize = 60;
     let live = c.live();
@@ -189,21 +202,27 @@ async fn nemesis_step(
             c.log(&format!("nemesis: isolate the leader {leader}"));
             c.proxy().isolate(leader);
             c.wait_for_leader_among(&others, ELECTION).await;
-            ops_grow(recorder, HOLD, "operations with the leader isolated").await;
+            ops_grow(
+                recorder,
+                clients,
+                HOLD,
+                "operations with the leader isolated",
+            )
+            .await;
             c.proxy().heal();
         }
         1 => {
             let victim = live[rng.usize(0..live.len())];
             c.log(&format!("nemesis: kill -9 node {victim}"));
             c.kill(victim);
-            ops_grow(recorder, HOLD, "operations with a node dead").await;
+            ops_grow(recorder, clients, HOLD, "operations with a node dead").await;
             c.restart(victim).await;
         }
         2 => {
             c.log(&format!("nemesis: SIGSTOP the leader {leader}"));
             c.pause(leader);
             c.wait_for_leader_among(&others, ELECTION).await;
-            ops_grow(recorder, HOLD, "operations with the leader paused").await;
+            ops_grow(recorder, clients, HOLD, "operations with the leader paused").await;
             c.resume(leader);
         }
         3 => {
@@ -214,7 +233,7 @@ async fn nemesis_step(
                 c.proxy().partition_one_way(leader, o);
             }
             c.wait_for_leader_among(&others, ELECTION).await;
-            ops_grow(recorder, HOLD, "operations with the leader mute").await;
+            ops_grow(recorder, clients, HOLD, "operations with the leader mute").await;
             c.proxy().heal();
         }
         4 => {
@@ -227,7 +246,7 @@ async fn nemesis_step(
                     }
                 }
             }
-            ops_grow(recorder, HOLD, "operations with slow links").await;
+            ops_grow(recorder, clients, HOLD, "operations with slow links").await;
             c.proxy().heal();
         }
         5 => {
@@ -241,6 +260,7 @@ async fn nemesis_step(
             c.wait_for_leader(ELECTION).await;
             ops_grow(
                 recorder,
+                clients,
                 HOLD,
                 "operations after the whole cluster restarted",
             )
@@ -255,7 +275,7 @@ async fn nemesis_step(
                 .map(|r| r.to_string());
             // A transfer may fail under load (503); it must not break anything.
             c.log(&format!("nemesis: transfer answered {r:?}"));
-            ops_grow(recorder, HOLD, "operations after a transfer").await;
+            ops_grow(recorder, clients, HOLD, "operations after a transfer").await;
         }
         7 => {
             c.log(&format!(
@@ -267,15 +287,24 @@ async fn nemesis_step(
             let leader = c.wait_for_leader_among(&rest, ELECTION).await;
             let new = c.add_node(leader).await;
             c.log(&format!("nemesis: node {new} replaced node {follower}"));
-            nodes.set(c.live().iter().map(|&id| c.client(id)).collect());
-            ops_grow(recorder, HOLD, "operations after a replacement").await;
+            clients
+                .nodes
+                .set(c.live().iter().map(|&id| c.client(id)).collect());
+            c.log(&format!("nemesis: clients now use nodes {:?}", c.live()));
+            ops_grow(recorder, clients, HOLD, "operations after a replacement").await;
         }
         _ => {
             c.log(&format!(
                 "nemesis: partition follower {follower} from the leader {leader}"
             ));
             c.proxy().partition(leader, follower);
-            ops_grow(recorder, HOLD, "operations with a follower cut off").await;
+            ops_grow(
+                recorder,
+                clients,
+                HOLD,
+                "operations with a follower cut off",
+            )
+            .await;
             c.proxy().heal();
         }
     }
@@ -304,12 +333,11 @@ fn linearizable_under_mixed_faults() {
                 0 => 10,
                 n => n,
             });
-            let until = tokio::time::Instant::now() + run;
-            let (nodes, clients) = start_clients(&c, &recorder, seed, run);
-            ops_grow(&recorder, 50, "operations before the first fault").await;
+            let clients = start_clients(&c, &recorder, seed, run, 1_000);
+            ops_grow(&recorder, &clients, 50, "operations before the first fault").await;
             // Leave the last seconds fault-free, so the run ends healed.
-            while tokio::time::Instant::now() + Duration::from_secs(3) < until {
-                nemesis_step(&mut c, &mut rng, &recorder, &nodes).await;
+            while tokio::time::Instant::now() + Duration::from_secs(3) < clients.until {
+                nemesis_step(&mut c, &mut rng, &recorder, &clients).await;
             }
             finish("lin_nemesis", seed, &c, &recorder, clients).await;
         },

@@ -207,3 +207,57 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `body` under [`run_test`] and returns the directory it was
+    /// given and whether `run_test` panicked.
+    fn run_and_see<Fut: Future<Output = ()>>(
+        limit: Duration,
+        body: impl FnOnce(PathBuf) -> Fut + std::panic::UnwindSafe,
+    ) -> (PathBuf, bool) {
+        // Per thread: the tests of this module run in parallel, and the
+        // body runs on the calling thread (a current-thread runtime).
+        thread_local! {
+            static SEEN: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+        }
+        let outcome = std::panic::catch_unwind(|| {
+            run_test("harness_self_test", limit, |dir| {
+                SEEN.with(|s| *s.borrow_mut() = Some(dir.clone()));
+                body(dir)
+            })
+        });
+        let dir = SEEN.with(|s| s.borrow_mut().take()).expect("the body ran");
+        (dir, outcome.is_err())
+    }
+
+    #[test]
+    fn a_passing_test_removes_its_directory() {
+        let (dir, panicked) = run_and_see(Duration::from_secs(10), |dir| async move {
+            std::fs::write(dir.join("node-1.log"), "fine\n").unwrap();
+        });
+        assert!(!panicked);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn failing_and_timed_out_tests_keep_their_directory() {
+        let (dir, panicked) = run_and_see(Duration::from_secs(10), |dir| async move {
+            std::fs::write(dir.join("node-1.log"), "about to fail\n").unwrap();
+            panic!("deliberate failure");
+        });
+        assert!(panicked);
+        assert!(dir.join("node-1.log").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let (dir, panicked) = run_and_see(Duration::from_millis(50), |dir| async move {
+            std::fs::write(dir.join("node-1.log"), "about to hang\n").unwrap();
+            std::future::pending::<()>().await;
+        });
+        assert!(panicked);
+        assert!(dir.join("node-1.log").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

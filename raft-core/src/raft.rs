@@ -968,6 +968,16 @@ impl<S: Storage> Raft<S> {
             self.raft_log.commit_to(s.metadata.index);
             return false;
         }
+        if self.raft_log.applying() > self.raft_log.applied() {
+            // The application is still applying committed entries handed out
+            // before this snapshot arrived. Restoring now would switch to the
+            // snapshot's configuration under it, and a configuration change
+            // among those entries would then be applied a second time, on top
+            // of a configuration that already includes it. Decline: the
+            // leader retries (after the snapshot's status is reported and the
+            // next heartbeat), by when they are applied.
+            return false;
+        }
         let cs = cs.clone();
         self.raft_log.restore(s);
         self.trk = ProgressTracker::new(self.trk.max_inflight, self.trk.max_inflight_bytes);

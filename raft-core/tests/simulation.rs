@@ -125,3 +125,120 @@ fn simulation() {
         );
     }
 }
+
+// ---- regressions: bugs the simulation found in raft-core ----
+
+/// A follower restored a snapshot that arrived while its application was
+/// still applying committed entries handed out before it: raft switched to
+/// the snapshot's configuration at once, and a configuration change among
+/// those entries was then applied on top of a configuration that already
+/// included it ("config is already joint"), so the node's membership
+/// diverged from its peers'. Found as seed 1791 of an earlier version of
+/// the simulation; seed 118 of this one.
+#[test]
+fn regression_seed_118_snapshot_while_applying() {
+    check_seed(118);
+}
+
+/// The same bug as a fixed script: the snapshot must be declined until the
+/// entries handed out are applied, then accepted when sent again.
+#[test]
+fn snapshot_arriving_while_applying_is_declined_then_restored() {
+    use bytes::Bytes;
+    use raft_core::{
+        ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2,
+        ConfState, Config, Entry, HardState, MemStorage, Message, MessageType, RawNode, Snapshot,
+        SnapshotMetadata,
+    };
+
+    let mut disk = MemStorage::new();
+    disk.apply_snapshot(Snapshot {
+        data: Bytes::new(),
+        metadata: SnapshotMetadata {
+            conf_state: ConfState::with_voters(vec![1, 2]),
+            index: 1,
+            term: 1,
+        },
+    })
+    .unwrap();
+    disk.set_hard_state(HardState {
+        term: 1,
+        vote: 0,
+        commit: 1,
+    });
+    let config = Config {
+        applied: 1,
+        ..Config::new(2)
+    };
+    let mut node = RawNode::new(&config, disk).unwrap();
+
+    // The leader (1, term 2) appends and commits a change entering a joint
+    // configuration with 3 as a new voter.
+    let joint = ConfChangeI::V2(ConfChangeV2 {
+        transition: ConfChangeTransition::JointExplicit,
+        changes: vec![ConfChangeSingle {
+            change_type: ConfChangeType::AddNode,
+            node_id: 3,
+        }],
+        context: Bytes::new(),
+    });
+    let (entry_type, data) = joint.to_entry_data();
+    node.step(Message {
+        msg_type: MessageType::App,
+        from: 1,
+        to: 2,
+        term: 2,
+        log_term: 1,
+        index: 1,
+        commit: 2,
+        entries: vec![Entry {
+            term: 2,
+            index: 2,
+            entry_type,
+            data,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rd = node.ready();
+    assert_eq!(rd.committed_entries().len(), 1, "the change is handed out");
+    node.store_mut().append(rd.entries()).unwrap();
+    if let Some(hs) = rd.hard_state() {
+        node.store_mut().set_hard_state(*hs);
+    }
+
+    // Before the application applies it, a snapshot from the leader
+    // arrives, whose configuration already includes the change.
+    let snap = || Message {
+        msg_type: MessageType::Snap,
+        from: 1,
+        to: 2,
+        term: 2,
+        snapshot: Some(Snapshot {
+            data: Bytes::new(),
+            metadata: SnapshotMetadata {
+                conf_state: ConfState {
+                    voters: vec![1, 2, 3],
+                    voters_outgoing: vec![1, 2],
+                    ..Default::default()
+                },
+                index: 5,
+                term: 2,
+            },
+        }),
+        ..Default::default()
+    };
+    node.step(snap()).unwrap();
+    let cs = node
+        .apply_conf_change(&joint)
+        .expect("the change applies to the configuration it was committed after");
+    assert_eq!(cs.voters_outgoing, vec![1, 2]);
+    let _ = rd.take_committed_entries();
+    node.advance(rd);
+
+    // Declined, the snapshot is sent again and now restored.
+    node.step(snap()).unwrap();
+    let rd = node.ready();
+    assert_eq!(rd.snapshot().map(|s| s.metadata.index), Some(5));
+    node.advance(rd);
+}

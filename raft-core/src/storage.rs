@@ -132,12 +132,26 @@ impl MemStorage {
     /// storage knows its peers before any entry exists.
     ///
     /// Every node of a new cluster must be bootstrapped with the same
-    /// membership (the same index-0 snapshot); nodes added later start from
-    /// [`MemStorage::new`] and catch up from the leader. This follows
-    /// raft-rs's `MemStorage::new_with_conf_state`. etcd's `Bootstrap`
-    /// instead writes one committed `ConfChange` entry per peer at term 1;
-    /// the snapshot form keeps the log empty, so the first leader's entries
-    /// start at index 1.
+    /// membership (the same index-0 snapshot). This follows raft-rs's
+    /// `MemStorage::new_with_conf_state`. etcd's `Bootstrap` instead writes
+    /// one committed `ConfChange` entry per peer at term 1; the snapshot form
+    /// keeps the log empty, so the first leader's entries start at index 1.
+    ///
+    /// A cluster bootstrapped this way cannot safely add nodes while its
+    /// leader still has entry 1: a node added later starts from
+    /// [`MemStorage::new`], matches the leader's log at index 0 (term 0
+    /// matches anywhere), and replays the log from index 1, applying every
+    /// membership change to an empty membership instead of this one. Its
+    /// configuration then differs from its peers' (a node whose own addition
+    /// as a voter is the first change it replays believes it is alone and
+    /// elects itself). A cluster that will grow should bootstrap at index 1
+    /// instead, so that new nodes must catch up by snapshot, as raft-rs's
+    /// examples do:
+    /// [`MemStorage::apply_snapshot`] of a snapshot at index 1, term 1 with
+    /// the membership, and [`MemStorage::set_hard_state`] with term 1,
+    /// commit 1. (The leader then sends the newest snapshot there is, so one
+    /// must also be taken after the node's addition: a node refuses a
+    /// snapshot whose membership does not include it.)
     pub fn new_with_conf_state(conf_state: ConfState) -> Self {
         let mut s = Self::new();
         s.snapshot.metadata.conf_state = conf_state.clone();

@@ -134,10 +134,10 @@ fn simulation() {
 /// those entries was then applied on top of a configuration that already
 /// included it ("config is already joint"), so the node's membership
 /// diverged from its peers'. Found as seed 1791 of an earlier version of
-/// the simulation; seed 118 of this one.
+/// the simulation; seed 237 of this one.
 #[test]
-fn regression_seed_118_snapshot_while_applying() {
-    check_seed(118);
+fn regression_seed_237_snapshot_while_applying() {
+    check_seed(237);
 }
 
 /// The same bug as a fixed script: the snapshot must be declined until the

@@ -43,6 +43,9 @@ pub struct Options {
     pub rounds_per_tick: u64,
     /// Messages take `[0, max_delay]` rounds.
     pub max_delay: u64,
+    /// Chance that a message leaves its link's order (may overtake and be
+    /// overtaken); the others are delivered in order per link, as over TCP.
+    pub reorder_rate: f64,
     /// Chance that a message is held back much longer: up to three
     /// election timeouts (a stale message arriving in a later term).
     pub long_delay: f64,
@@ -153,6 +156,7 @@ impl Options {
             step_down_on_removal: r.chance(0.8),
             rounds_per_tick,
             max_delay: r.range(0, 2 * rounds_per_tick),
+            reorder_rate: [0.0, 0.1, 0.5, 1.0][r.below(4) as usize],
             long_delay: rate(r, 0.02),
             tick_skip: rate(r, 0.2),
             fault_rounds: r.range(150, 300) * rounds_per_tick.min(2),
@@ -174,9 +178,9 @@ impl Options {
             propose_rate: 0.05 + r.below(500) as f64 / 1000.0,
             propose_burst: [1, 1, 3, 10][r.below(4) as usize],
             read_rate: rate(r, 0.3),
-            conf_change_rate: rate(r, 0.03),
-            transfer_rate: rate(r, 0.01),
-            campaign_rate: rate(r, 0.005),
+            conf_change_rate: rate(r, 0.1),
+            transfer_rate: rate(r, 0.03),
+            campaign_rate: rate(r, 0.01),
             max_payload: [0, 16, 100, 400][r.below(4) as usize],
         }
     }

@@ -242,3 +242,56 @@ fn snapshot_arriving_while_applying_is_declined_then_restored() {
     assert_eq!(rd.snapshot().map(|s| s.metadata.index), Some(5));
     node.advance(rd);
 }
+
+/// Without pre-vote, nodes campaigning under a stale configuration kept
+/// raising their terms, while the only node that could win, to which they
+/// never sent anything, fell further behind: its vote requests were all
+/// dropped as stale and it never learned the current term (seed 6059 of an
+/// earlier version, with more membership changes than now: no leader for
+/// good). A stale vote request is now rejected with the current term, as
+/// the Raft paper's RequestVote does.
+#[test]
+fn stale_vote_request_is_answered_with_the_current_term() {
+    use raft_core::{ConfState, Config, MemStorage, Message, MessageType, RawNode, StateRole};
+
+    let voters = ConfState::with_voters(vec![1, 2, 3]);
+    let config = Config {
+        pre_vote: false,
+        ..Config::new(1)
+    };
+    let mut node = RawNode::new(&config, MemStorage::new_with_conf_state(voters)).unwrap();
+    // Node 1 moves to term 5 (a vote request from 2 that it grants).
+    node.step(Message {
+        msg_type: MessageType::Vote,
+        from: 2,
+        to: 1,
+        term: 5,
+        ..Default::default()
+    })
+    .unwrap();
+    let rd = node.ready();
+    node.advance(rd);
+    // Node 3, a candidate of term 3, asks for a vote.
+    node.step(Message {
+        msg_type: MessageType::Vote,
+        from: 3,
+        to: 1,
+        term: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let rd = node.ready();
+    let answer = rd
+        .persisted_messages()
+        .iter()
+        .chain(rd.messages())
+        .find(|m| m.to == 3)
+        .expect("the stale candidate gets an answer");
+    assert_eq!(
+        (answer.msg_type, answer.term, answer.reject),
+        (MessageType::VoteResp, 5, true)
+    );
+    node.advance(rd);
+    assert_eq!(node.raft().state(), StateRole::Follower);
+    assert_eq!(node.raft().term, 5);
+}

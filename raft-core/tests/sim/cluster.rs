@@ -1,12 +1,13 @@
-//! The simulated cluster: nodes, network, clients, faults, and the safety
-//! checks run after every step.
+//! The simulated cluster: nodes, network, the Ready loop, the application,
+//! and the safety checks run after every step (the random events are in
+//! `events`, the liveness phase in `liveness`).
 //!
 //! Time is counted in rounds. A round: random events (client requests,
 //! crashes, restarts, partitions, membership changes), then ticks, then
-//! steps until the round is quiet. A step is one of: deliver one due message
-//! (picked at random among the due ones, so delivery order is shuffled),
-//! take a Ready from a node, or finish persisting and applying a taken
-//! Ready. The safety checks run after every step.
+//! steps until the round is quiet. A step is one of: deliver one message
+//! (picked at random among those due and, unless reordered, first in their
+//! link's order), take a Ready from a node, or finish persisting and
+//! applying a taken Ready. The safety checks run after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -860,12 +860,20 @@ impl<S: Storage> Raft<S> {
                 // its term are ignored, so answer with our term to make that
                 // leader step down and let a fresh election include us.
                 self.send(Message::new(MessageType::AppResp, NONE, m.from));
-            } else if m.msg_type == MessageType::PreVote {
-                // Reject so that a pre-candidate with a stale term learns of
-                // ours (otherwise a cluster mixing pre-vote and an older,
-                // higher-term candidate could deadlock).
+            } else if matches!(m.msg_type, MessageType::PreVote | MessageType::Vote) {
+                // Reject so that a (pre-)candidate with a stale term learns
+                // of ours (Raft thesis Figure 3.1: the RequestVote reply
+                // carries the current term, for the candidate to update
+                // itself). Otherwise a cluster mixing pre-vote and an older,
+                // higher-term candidate could deadlock; and without pre-vote,
+                // nodes that keep campaigning under a stale configuration
+                // raise their terms while the one node that can win, to which
+                // they send nothing, falls behind for good: its vote requests
+                // are all stale. etcd ignores a stale MsgVote; the reject
+                // changes nothing on this node, it only lets the candidate
+                // catch up.
                 self.send(Message {
-                    msg_type: MessageType::PreVoteResp,
+                    msg_type: m.msg_type.vote_response(),
                     to: m.from,
                     term: self.term,
                     reject: true,
@@ -1037,6 +1045,16 @@ impl<S: Storage> Raft<S> {
             // We already have the snapshot's last entry: fast-forward the
             // commit index instead of discarding the log.
             self.raft_log.commit_to(s.metadata.index);
+            return false;
+        }
+        if self.raft_log.applying() > self.raft_log.applied() {
+            // The application is still applying committed entries handed out
+            // before this snapshot arrived. Restoring now would switch to the
+            // snapshot's configuration under it, and a configuration change
+            // among those entries would then be applied a second time, on top
+            // of a configuration that already includes it. Decline: the
+            // leader retries (after the snapshot's status is reported and the
+            // next heartbeat), by when they are applied.
             return false;
         }
         let cs = cs.clone();

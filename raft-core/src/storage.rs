@@ -137,16 +137,21 @@ impl MemStorage {
     /// one committed `ConfChange` entry per peer at term 1; the snapshot form
     /// keeps the log empty, so the first leader's entries start at index 1.
     ///
-    /// The initial membership lives only in that snapshot, never in the log,
-    /// so a node added later must not start from [`MemStorage::new`] and
-    /// replay the leader's log from index 1: it would apply its own addition
-    /// to an empty configuration, count itself as the only voter and elect
-    /// itself (a split brain; see `testdata/confchange_join_from_log_hazard.txt`).
-    /// Either start it from this same bootstrap storage (it is a non-member
-    /// until the change adding it is applied, and may then catch up from the
-    /// log), or start it from [`MemStorage::new`] and make sure it is caught
-    /// up by a snapshot that includes it: compact the leader's log past the
-    /// change that added it before it needs the compacted entries.
+    /// A cluster bootstrapped this way cannot safely add nodes while its
+    /// leader still has entry 1: a node added later starts from
+    /// [`MemStorage::new`], matches the leader's log at index 0 (term 0
+    /// matches anywhere), and replays the log from index 1, applying every
+    /// membership change to an empty membership instead of this one. Its
+    /// configuration then differs from its peers' (a node whose own addition
+    /// as a voter is the first change it replays believes it is alone and
+    /// elects itself; see `testdata/confchange_join_from_log_hazard.txt`). A cluster that will grow should bootstrap at index 1
+    /// instead, so that new nodes must catch up by snapshot, as raft-rs's
+    /// examples do:
+    /// [`MemStorage::apply_snapshot`] of a snapshot at index 1, term 1 with
+    /// the membership, and [`MemStorage::set_hard_state`] with term 1,
+    /// commit 1. (The leader then sends the newest snapshot there is, so one
+    /// must also be taken after the node's addition: a node refuses a
+    /// snapshot whose membership does not include it.)
     pub fn new_with_conf_state(conf_state: ConfState) -> Self {
         let mut s = Self::new();
         s.snapshot.metadata.conf_state = conf_state.clone();

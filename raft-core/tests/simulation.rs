@@ -214,7 +214,7 @@ fn snapshot_arriving_while_applying_is_declined_then_restored() {
         from: 1,
         to: 2,
         term: 2,
-        snapshot: Some(Snapshot {
+        snapshot: Some(Box::new(Snapshot {
             data: Bytes::new(),
             metadata: SnapshotMetadata {
                 conf_state: ConfState {
@@ -225,7 +225,7 @@ fn snapshot_arriving_while_applying_is_declined_then_restored() {
                 index: 5,
                 term: 2,
             },
-        }),
+        })),
         ..Default::default()
     };
     node.step(snap()).unwrap();

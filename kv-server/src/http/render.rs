@@ -129,7 +129,7 @@ fn list(page: &ListResponse, values: bool) -> HttpResponse {
                 Err(_) => Item {
                     key: &i.key,
                     value: None,
-                    value_base64: Some(base64(raw)),
+                    value_base64: Some(crate::api::base64(raw)),
                 },
             }
         })
@@ -188,49 +188,5 @@ pub(crate) fn answer(result: Result<Response, ApiError>, values: bool) -> HttpRe
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from(text),
         ),
-    }
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_vectors() {
-        // RFC 4648 §10.
-        for (input, output) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), output);
-        }
-        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
     }
 }

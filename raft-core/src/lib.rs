@@ -88,6 +88,8 @@ pub mod raw_node;
 pub mod read_only;
 pub mod status;
 pub mod storage;
+#[cfg(test)]
+mod testutil;
 pub mod tracker;
 pub mod types;
 

@@ -287,20 +287,8 @@ impl Unstable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::ents;
     use crate::types::SnapshotMetadata;
-
-    fn ent(term: u64, index: u64) -> Entry {
-        Entry::new(term, index, Vec::new())
-    }
-
-    /// Entries at indexes `from..from + terms.len()`, with the given terms.
-    fn ents(from: u64, terms: &[u64]) -> Vec<Entry> {
-        terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| ent(t, from + i as u64))
-            .collect()
-    }
 
     fn snap(index: u64, term: u64) -> Snapshot {
         Snapshot {

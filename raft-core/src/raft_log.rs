@@ -726,20 +726,8 @@ impl<S: Storage> fmt::Display for RaftLog<S> {
 mod tests {
     use super::*;
     use crate::storage::MemStorage;
+    use crate::testutil::{ent, ents};
     use crate::types::SnapshotMetadata;
-
-    fn ent(term: u64, index: u64) -> Entry {
-        Entry::new(term, index, Vec::new())
-    }
-
-    /// Entries at indexes `from..from + terms.len()`, with the given terms.
-    fn ents(from: u64, terms: &[u64]) -> Vec<Entry> {
-        terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| ent(t, from + i as u64))
-            .collect()
-    }
 
     /// An entry whose `Entry::size` is exactly `size` (>= 16).
     fn sized(term: u64, index: u64, size: u64) -> Entry {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use raft_core::NodeId;
 
+use crate::transport::peer_addr;
+
 /// A Raft-replicated key-value server.
 ///
 /// With no flags it starts a working single-node cluster: peers on
@@ -78,13 +80,6 @@ pub struct Flags {
     pub max_value_size: usize,
 }
 
-/// Strips an `http://` prefix (raftexample's URL form) to get `host:port`.
-pub fn peer_addr(url: &str) -> &str {
-    url.strip_prefix("http://")
-        .unwrap_or(url)
-        .trim_end_matches('/')
-}
-
 impl Flags {
     /// The initial cluster: node id -> peer URL.
     ///
@@ -96,9 +91,7 @@ impl Flags {
             anyhow::bail!("--cluster has an empty URL: {:?}", self.cluster);
         }
         for u in &urls {
-            if !peer_addr(u).contains(':') {
-                anyhow::bail!("--cluster URL {u:?} has no port (expected http://host:port)");
-            }
+            peer_addr(u).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
         }
         if self.id == 0 || self.id as usize > urls.len() {
             anyhow::bail!(
@@ -153,7 +146,7 @@ mod tests {
         assert_eq!(f.port, 12380);
         let peers = f.peers().unwrap();
         assert_eq!(peers.len(), 1);
-        assert_eq!(peer_addr(&peers[&1]), "127.0.0.1:12379");
+        assert_eq!(peer_addr(&peers[&1]).unwrap(), "127.0.0.1:12379");
         assert_eq!(f.data_dir(), PathBuf::from("./kv-data/node-1"));
     }
 
@@ -169,7 +162,7 @@ mod tests {
         ]);
         let peers = f.peers().unwrap();
         assert_eq!(peers.len(), 3);
-        assert_eq!(peer_addr(&peers[&3]), "127.0.0.1:32379");
+        assert_eq!(peer_addr(&peers[&3]).unwrap(), "127.0.0.1:32379");
         assert_eq!(f.data_dir(), PathBuf::from("./kv-data/node-2"));
         let j = flags(&["--id", "4", "--cluster", "a:1,b:2,c:3,d:4", "--join"]);
         assert!(j.join);

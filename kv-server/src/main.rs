@@ -2,7 +2,8 @@
 //! SIGTERM.
 
 use clap::Parser;
-use kv_server::config::{Flags, peer_addr};
+use kv_server::config::Flags;
+use kv_server::transport::peer_addr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -22,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let peer_url = flags.listen_peer.as_ref().unwrap_or(&peers[&flags.id]);
-        let peer_listener = TcpListener::bind(peer_addr(peer_url))
+        let peer_listener = TcpListener::bind(peer_addr(peer_url)?)
             .await
             .map_err(|e| anyhow::anyhow!("binding the peer address {peer_url}: {e}"))?;
         let client_addr = format!("{}:{}", flags.client_host, flags.port);

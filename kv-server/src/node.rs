@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{
-    ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeType, ConfState, Config, Entry, EntryType,
+    ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeType, Config, Entry, EntryType,
     Error as RaftError, MemStorage, Message, NodeId, RawNode, Ready, SnapshotStatus, StateRole,
     Storage,
 };
@@ -278,13 +278,12 @@ impl<T: PeerSink> Node<T> {
         // everything proposed since the last Ready.
         rc.batch_appends = true;
         rc.seed = cfg.id ^ (std::process::id() as u64) << 32;
-        let raw = RawNode::new(&rc, storage)?;
+        let mut raw = RawNode::new(&rc, storage)?;
         for (&id, url) in &members {
             if id != cfg.id {
                 transport.add_peer(id, url);
             }
         }
-        let mut raw = raw;
         let voters = raw.raft().tracker().config.voters.ids().collect::<Vec<_>>();
         if voters == [cfg.id] {
             // A single-node cluster need not wait out an election timeout.
@@ -756,9 +755,8 @@ impl<T: PeerSink> Node<T> {
     fn apply_conf_change(&mut self, cc: &ConfChangeI) {
         let v2 = cc.as_v2();
         let ctx = decode_cc_context(&v2.context);
-        let result = self.raw.apply_conf_change(cc);
-        let answer = match &result {
-            Ok(cs) => {
+        let answer = match self.raw.apply_conf_change(cc) {
+            Ok(_) => {
                 let mut members = self.members.clone();
                 for ConfChangeSingle {
                     change_type,
@@ -775,16 +773,13 @@ impl<T: PeerSink> Node<T> {
                         }
                         ConfChangeType::RemoveNode => {
                             members.remove(node_id);
+                            if *node_id == self.cfg.id && !self.removed {
+                                info!(id = self.cfg.id, "this node was removed from the cluster");
+                                self.removed = true;
+                            }
                         }
                         ConfChangeType::UpdateNode => {}
                     }
-                }
-                if !in_conf_state(cs, self.cfg.id)
-                    && !self.removed
-                    && members.len() < self.members.len()
-                {
-                    info!(id = self.cfg.id, "this node was removed from the cluster");
-                    self.removed = true;
                 }
                 self.set_members(members);
                 Ok(Response::Done)
@@ -875,7 +870,8 @@ impl<T: PeerSink> Node<T> {
     fn status(&self) -> NodeStatus {
         let st = self.raw.status();
         let cfg = &st.config;
-        let mut members: Vec<Member> = self
+        // The map iterates in id order.
+        let members: Vec<Member> = self
             .members
             .iter()
             .map(|(&id, url)| Member {
@@ -884,7 +880,6 @@ impl<T: PeerSink> Node<T> {
                 voter: !cfg.learners.contains(&id),
             })
             .collect();
-        members.sort_by_key(|m| m.id);
         NodeStatus {
             id: self.cfg.id,
             role: st.soft_state.raft_state,
@@ -904,10 +899,6 @@ impl<T: PeerSink> Node<T> {
             wal: self.disk.stats(),
         }
     }
-}
-
-fn in_conf_state(cs: &ConfState, id: NodeId) -> bool {
-    cs.voters.contains(&id) || cs.learners.contains(&id) || cs.voters_outgoing.contains(&id)
 }
 
 /// The keys of the entries whose deadline has passed.

@@ -14,7 +14,7 @@ use tracing::{error, info};
 use crate::api::{
     ApiError, Backend, Consistency, Health, Limits, Member, NodeState, Request, Response, Role,
 };
-use crate::config::{Flags, peer_addr};
+use crate::config::Flags;
 use crate::metrics::Metrics;
 use crate::node::{Event, MemberChange, Node, NodeConfig, NodeStatus, PeerSink};
 use crate::transport::{Transport, TransportConfig, TransportEvent};
@@ -27,7 +27,7 @@ impl PeerSink for Arc<Transport> {
     }
 
     fn add_peer(&self, id: NodeId, url: &str) {
-        if let Err(e) = Transport::add_peer(self, id, peer_addr(url)) {
+        if let Err(e) = Transport::add_peer(self, id, url) {
             error!(id, url, error = %e, "cannot add peer");
         }
     }
@@ -49,25 +49,26 @@ pub struct NodeBackend {
 }
 
 impl NodeBackend {
+    /// Sends the event `make` builds and waits for its answer.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, ApiError> {
+        let gone = || ApiError::unavailable(None, "server is shutting down");
+        let (tx, rx) = oneshot::channel();
+        self.events.send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
     async fn ask(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<Response, ApiError>>) -> Event,
     ) -> Result<Response, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        self.events
-            .send(make(tx))
-            .map_err(|_| ApiError::unavailable(None, "server is shutting down"))?;
-        rx.await
-            .unwrap_or_else(|_| Err(ApiError::unavailable(None, "server is shutting down")))
+        self.request(make).await?
     }
 
     async fn status(&self) -> Result<NodeStatus, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        self.events
-            .send(Event::Status(tx))
-            .map_err(|_| ApiError::unavailable(None, "server is shutting down"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable(None, "server is shutting down"))
+        self.request(Event::Status).await
     }
 }
 

@@ -709,24 +709,17 @@ impl<S: Storage> Raft<S> {
     }
 
     fn has_unapplied_conf_changes(&self) -> bool {
-        let (mut lo, hi) = (self.raft_log.applied + 1, self.raft_log.committed + 1);
+        let (lo, hi) = (self.raft_log.applied + 1, self.raft_log.committed + 1);
+        let mut found = false;
         // Page through the entries so that a long unapplied tail does not
         // load at once.
-        let page = self.max_msg_size.max(1);
-        while lo < hi {
-            let ents = self
-                .raft_log
-                .slice(lo, hi, page)
-                .unwrap_or_else(|e| panic!("node {}: reading [{lo}, {hi}): {e}", self.id));
-            if ents.iter().any(|e| e.entry_type != EntryType::Normal) {
-                return true;
-            }
-            match ents.last() {
-                Some(e) => lo = e.index + 1,
-                None => break,
-            }
-        }
-        false
+        self.raft_log
+            .scan(lo, hi, self.max_msg_size.max(1), |ents| {
+                found = ents.iter().any(|e| e.entry_type != EntryType::Normal);
+                !found
+            })
+            .unwrap_or_else(|e| panic!("node {}: reading [{lo}, {hi}): {e}", self.id));
+        found
     }
 
     pub(crate) fn campaign(&mut self, t: CampaignType) {

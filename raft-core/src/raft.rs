@@ -2,7 +2,7 @@
 //! membership, driven by [`Raft::step`] and [`Raft::tick`].
 //!
 //! This is etcd raft's `raft.go`. Role-specific message handling lives in
-//! [`leader`], [`candidate`] and [`follower`]. Nothing here does I/O: outgoing
+//! `raft/leader.rs`, `raft/candidate.rs` and `raft/follower.rs`. Nothing here does I/O: outgoing
 //! messages are queued in `msgs` / `msgs_after_append` and handed to the
 //! application by [`RawNode::ready`](crate::RawNode::ready).
 

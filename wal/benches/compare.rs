@@ -16,23 +16,6 @@ use std::time::Duration;
 use support::*;
 use wal::{Options, WriteMethod};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     // Under `cargo test --benches` (or `--bench` with `--test`), do nothing.
     if std::env::args().any(|a| a == "--test" || a == "--list") {

@@ -9,35 +9,16 @@
 //! own work per batch, the regime where the disk is fast enough for the
 //! stores to be CPU-bound.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wal_peers::{EngineDriver, WalDriver};
+use wal::WriteMethod;
+use wal_peers::EngineDriver;
+use wal_peers::support::{WalRunner, env_or, median, run_for};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn run_for(dur: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < dur {
-        op();
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// Operations per second of `op` run for about `dur`.
+fn rate(dur: Duration, op: impl FnMut()) -> f64 {
+    let (n, took) = run_for(dur, op);
+    n as f64 / took.as_secs_f64()
 }
 
 fn main() {
@@ -53,7 +34,7 @@ fn main() {
     println!("|---|---|---|---:|---:|---:|---:|");
     for (size, batch) in [(100usize, 256usize), (100, 16), (100, 1), (4096, 256)] {
         let tmp = tempfile::tempdir_in(&dir).unwrap();
-        let mut w = WalDriver::new(&tmp.path().join("wal"), size, batch);
+        let mut w = WalRunner::new(&tmp.path().join("wal"), size, batch, WriteMethod::default());
         let mut e = EngineDriver::new(&tmp.path().join("engine"), size, batch, true);
         let mut en = EngineDriver::new(&tmp.path().join("engine-nolz4"), size, batch, false);
         let warm = Duration::from_millis(700);
@@ -65,9 +46,9 @@ fn main() {
             for k in 0..3 {
                 let v = (k + r) % 3;
                 rates[v].push(match v {
-                    0 => run_for(round, || w.op()),
-                    1 => run_for(round, || e.op()),
-                    _ => run_for(round, || en.op()),
+                    0 => rate(round, || w.op()),
+                    1 => rate(round, || e.op()),
+                    _ => rate(round, || en.op()),
                 });
             }
         }

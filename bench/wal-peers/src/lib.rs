@@ -3,11 +3,8 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
-use raft_core::{Entry, SnapshotMetadata};
 use raft_engine::{Config, Engine, LogBatch, MessageExt, ReadableSize};
 use raft_proto::eraftpb;
-use wal::{Options, Wal};
 
 /// raft-engine stores protobuf entries; this names raft-rs's `Entry`.
 #[derive(Clone)]
@@ -21,70 +18,12 @@ impl MessageExt for RaftEntries {
     }
 }
 
-/// Payload bytes that do not compress or repeat.
-pub fn payload(len: usize, seed: u64) -> Bytes {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
+/// The `wal` side is wal's own bench support (payloads, the log runner,
+/// timing helpers), shared rather than copied.
+#[path = "../../../wal/benches/support/mod.rs"]
+pub mod support;
 
-/// Both stores drop what a snapshot covers every 32 MiB, to keep disk use
-/// bounded the same way.
-const RELEASE_EVERY: usize = 32 << 20;
-
-pub struct WalDriver {
-    wal: Wal,
-    batch: Vec<Entry>,
-    next: u64,
-    since_release: usize,
-    size: usize,
-}
-
-impl WalDriver {
-    pub fn new(dir: &Path, size: usize, batch: usize) -> WalDriver {
-        let (wal, _) = Wal::open(dir, Options::default()).unwrap();
-        let batch = (0..batch as u64)
-            .map(|i| Entry::new(1, 0, payload(size, i + 7)))
-            .collect();
-        WalDriver {
-            wal,
-            batch,
-            next: 1,
-            since_release: 0,
-            size,
-        }
-    }
-
-    pub fn op(&mut self) {
-        for (k, e) in self.batch.iter_mut().enumerate() {
-            e.index = self.next + k as u64;
-        }
-        self.wal.append(&self.batch).unwrap();
-        self.next += self.batch.len() as u64;
-        self.since_release += self.batch.len() * self.size;
-        let release = self.since_release >= RELEASE_EVERY;
-        if release {
-            let meta = SnapshotMetadata {
-                index: self.next - 1,
-                term: 1,
-                ..Default::default()
-            };
-            self.wal.save_snapshot(&meta).unwrap();
-        }
-        self.wal.sync().unwrap();
-        if release {
-            self.wal.release_to(self.next - 1).unwrap();
-            self.since_release = 0;
-        }
-    }
-}
+pub use support::{RELEASE_EVERY, WalRunner, payload};
 
 pub struct EngineDriver {
     engine: Engine,

@@ -17,9 +17,14 @@ pub const BATCHES: [usize; 3] = [1, 16, 256];
 
 /// A temporary directory on the disk the target directory is on, or under
 /// `WAL_BENCH_DIR` if set (e.g. `/dev/shm`, to see the CPU cost alone).
+/// (`CARGO_TARGET_TMPDIR` exists for bench targets only; a library that
+/// includes this module falls back to the system's temporary directory.)
 pub fn bench_dir() -> tempfile::TempDir {
-    let dir =
-        std::env::var("WAL_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    let dir = std::env::var("WAL_BENCH_DIR").unwrap_or_else(|_| {
+        option_env!("CARGO_TARGET_TMPDIR")
+            .map(str::to_string)
+            .unwrap_or_else(|| std::env::temp_dir().display().to_string())
+    });
     tempfile::tempdir_in(dir).unwrap()
 }
 
@@ -90,7 +95,8 @@ pub struct WalRunner {
     release_every: usize,
 }
 
-const RELEASE_EVERY: usize = 32 << 20;
+/// How often the runners mark a snapshot and release what it covers.
+pub const RELEASE_EVERY: usize = 32 << 20;
 
 impl WalRunner {
     pub fn new(dir: &Path, size: usize, batch: usize, method: WriteMethod) -> WalRunner {
@@ -143,6 +149,25 @@ impl WalRunner {
             self.wal.release_to(self.next - 1).unwrap();
             self.since_release = 0;
         }
+    }
+}
+
+/// A numeric environment variable, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `v`.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -322,7 +322,11 @@ impl<T: PeerSink> Node<T> {
     pub fn run(mut self, events: mpsc::Receiver<Event>) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.cfg.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = if self.read_round_due() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             let first = match events.recv_timeout(wait) {
                 Ok(ev) => Some(ev),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -562,11 +566,26 @@ impl<T: PeerSink> Node<T> {
         self.transfers.push((to, tx, deadline));
     }
 
+    /// Whether waiting reads should start a ReadIndex round now. Without a
+    /// leader no round can succeed: they wait for one. While a round is in
+    /// flight, reads that arrive wait for it to end and then share the next
+    /// one (as etcd's read loop does): under load one round serves many
+    /// reads, instead of one round per loop iteration each costing every
+    /// follower a heartbeat. A round older than a tick is presumed lost (a
+    /// dropped message) and no longer holds the next one back.
+    fn read_round_due(&self) -> bool {
+        !self.unsent_reads.is_empty()
+            && self.leader != 0
+            && self
+                .sent_reads
+                .last_key_value()
+                .is_none_or(|(_, b)| b.started.elapsed() >= self.cfg.tick)
+    }
+
     /// Sends one ReadIndex request for every read that arrived since the
-    /// last one: concurrent reads share a round.
+    /// last one, when [`Self::read_round_due`].
     fn send_read_index(&mut self) {
-        if self.unsent_reads.is_empty() || self.leader == 0 {
-            // Without a leader no round can succeed: wait for one.
+        if !self.read_round_due() {
             return;
         }
         // The leader keys pending ReadIndex requests by context and ignores a duplicate,

@@ -659,6 +659,7 @@ impl<T: PeerSink> Node<T> {
             }
         }
         self.raw.advance(rd);
+        self.finish_transfers();
         self.serve_reads();
         self.maybe_snapshot()?;
         Ok(())
@@ -719,6 +720,22 @@ impl<T: PeerSink> Node<T> {
             if leader != 0 {
                 self.retry_parked();
             }
+        }
+    }
+
+    /// Answers the leader transfers that are complete: this node sees their
+    /// target as leader and has applied an entry of the target's term, so a
+    /// quorum has accepted the new leader (not only this node) and it can
+    /// serve writes. Nodes that were slower to hear of it learn the leader
+    /// from its next append or heartbeat.
+    fn finish_transfers(&mut self) {
+        let raft = self.raw.raft();
+        let leader = raft.leader_id();
+        if self.transfers.is_empty()
+            || leader == 0
+            || raft.raft_log.term(self.applied).ok() != Some(raft.term)
+        {
+            return;
         }
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
             .into_iter()

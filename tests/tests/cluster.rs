@@ -252,6 +252,17 @@ fn leadership_moves_where_it_is_sent() {
             c.client(leader).transfer_leader(target).await,
             204,
         );
+        // The node that answered follows the new leader already: the 204 came
+        // after it applied an entry of the new leader's term.
+        let answered = c
+            .client(leader)
+            .state()
+            .await
+            .expect("the old leader's state");
+        assert_eq!(
+            answered.leader, target,
+            "the old leader's view right after the 204"
+        );
         // Every node's /state names the new leader.
         assert_eq!(c.wait_for_leader(ELECTION).await, target);
 

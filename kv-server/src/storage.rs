@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use raft_core::{ConfState, Entry, EntryId, HardState, NodeId, Snapshot, SnapshotMetadata};
@@ -34,9 +36,14 @@ const SNAPSHOT_VERSION: u8 = 1;
 impl NodeSnapshot {
     /// Encodes the snapshot (version byte + postcard).
     pub fn encode(&self) -> Bytes {
-        let mut out = vec![SNAPSHOT_VERSION];
-        out.extend(postcard::to_allocvec(self).expect("a NodeSnapshot always encodes"));
-        out.into()
+        // Sized for the data plus the members and length prefixes, so that
+        // encoding a large state copies it once.
+        let urls: usize = self.members.values().map(|u| u.len() + 16).sum();
+        let mut out = Vec::with_capacity(1 + self.kv.len() + urls + 16);
+        out.push(SNAPSHOT_VERSION);
+        postcard::to_extend(self, out)
+            .expect("a NodeSnapshot always encodes")
+            .into()
     }
 
     /// Decodes a snapshot.
@@ -67,6 +74,56 @@ pub struct RecoveredState {
 pub struct DiskStorage {
     wal: Wal,
     snaps: SnapStore,
+    writer: SnapshotWriter,
+    /// The index of the newest snapshot marker written to the WAL.
+    marker_index: u64,
+}
+
+/// Writes the node's own snapshot files on a thread of its own: a file of
+/// the whole state, synced, renamed and its directory synced, takes long
+/// enough (milliseconds to seconds) to stall every write if the node loop
+/// did it. At most one is in flight; the WAL marker follows only once the
+/// file is durable, so recovery never meets a marker without its file.
+struct SnapshotWriter {
+    jobs: Option<mpsc::Sender<Snapshot>>,
+    done: mpsc::Receiver<wal::Result<SnapshotMetadata>>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: bool,
+}
+
+impl SnapshotWriter {
+    fn start(snaps: SnapStore) -> anyhow::Result<SnapshotWriter> {
+        let (jobs, job_rx) = mpsc::channel::<Snapshot>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || {
+                for snap in job_rx {
+                    let saved = snaps.save(&snap).map(|_| snap.metadata);
+                    if done_tx.send(saved).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(SnapshotWriter {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: false,
+        })
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        // Let a save in progress finish (or fail) rather than cut it short:
+        // an interrupted one leaves only a `.tmp` file, but a finished one
+        // spares the next start a longer WAL replay.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl DiskStorage {
@@ -91,9 +148,16 @@ impl DiskStorage {
                 "cut a torn tail off the WAL (a write interrupted by a crash)");
         }
         let snaps = SnapStore::with_keep(dir.join("snap"), KEEP_SNAPSHOTS)?;
+        let writer =
+            SnapshotWriter::start(SnapStore::with_keep(dir.join("snap"), KEEP_SNAPSHOTS)?)?;
         let fresh = rec.snapshot.index == 0 && rec.entries.is_empty() && rec.hard_state.is_empty();
         if fresh {
-            let mut disk = DiskStorage { wal, snaps };
+            let mut disk = DiskStorage {
+                wal,
+                snaps,
+                writer,
+                marker_index: 0,
+            };
             let Some(state) = bootstrap else {
                 info!("empty data directory: waiting to join the cluster");
                 return Ok((disk, RecoveredState::default()));
@@ -138,7 +202,12 @@ impl DiskStorage {
         );
         let hard_state = (!rec.hard_state.is_empty()).then_some(rec.hard_state);
         Ok((
-            DiskStorage { wal, snaps },
+            DiskStorage {
+                wal,
+                snaps,
+                writer,
+                marker_index: rec.snapshot.index,
+            },
             RecoveredState {
                 snapshot,
                 entries: rec.entries,
@@ -164,15 +233,77 @@ impl DiskStorage {
         Ok(self.wal.save_hard_state(hs)?)
     }
 
-    /// Writes a snapshot file (durably), then its marker in the WAL (durable
-    /// after [`DiskStorage::sync`]), and prunes old snapshot files.
+    /// Writes a snapshot file (durably) at once, then its marker in the WAL
+    /// (durable after [`DiskStorage::sync`]): for a snapshot from the leader,
+    /// which replaces this node's state now. A background save in flight is
+    /// finished first, so that the two never race on the directory.
     ///
     /// # Errors
     /// I/O failures.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        self.finish_background_save(true)?;
         self.snaps.save(snap)?;
         self.wal.save_snapshot(&snap.metadata)?;
+        self.marker_index = self.marker_index.max(snap.metadata.index);
         Ok(())
+    }
+
+    /// Starts saving a snapshot of this node's own state on the writer
+    /// thread; [`DiskStorage::finish_background_save`] completes it. Returns
+    /// false (and does nothing) while another is in flight.
+    ///
+    /// # Errors
+    /// The writer thread is gone (it only stops with the storage).
+    pub fn save_snapshot_in_background(&mut self, snap: Snapshot) -> anyhow::Result<bool> {
+        if self.writer.in_flight {
+            return Ok(false);
+        }
+        let jobs = self
+            .writer
+            .jobs
+            .as_ref()
+            .expect("the writer runs until drop");
+        jobs.send(snap)
+            .map_err(|_| anyhow::anyhow!("the snapshot writer thread stopped"))?;
+        self.writer.in_flight = true;
+        Ok(true)
+    }
+
+    /// If the background save has finished (or, with `wait`, once it has):
+    /// writes its marker to the WAL, syncs, and drops the WAL segments it
+    /// covers. Returns the snapshot's index, if one finished now.
+    ///
+    /// # Errors
+    /// The save or the WAL failed.
+    pub fn finish_background_save(&mut self, wait: bool) -> anyhow::Result<Option<u64>> {
+        if !self.writer.in_flight {
+            return Ok(None);
+        }
+        let saved = if wait {
+            self.writer
+                .done
+                .recv()
+                .map_err(|_| mpsc::TryRecvError::Disconnected)
+        } else {
+            self.writer.done.try_recv()
+        };
+        let meta = match saved {
+            Ok(result) => result?,
+            Err(mpsc::TryRecvError::Empty) => return Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                anyhow::bail!("the snapshot writer thread stopped")
+            }
+        };
+        self.writer.in_flight = false;
+        // A leader's snapshot saved meanwhile may be newer: never move the
+        // marker back (segments past this one may be gone already).
+        if meta.index > self.marker_index {
+            self.wal.save_snapshot(&meta)?;
+            self.marker_index = meta.index;
+            self.wal.sync()?;
+            self.wal.release_to(meta.index)?;
+        }
+        Ok(Some(meta.index))
     }
 
     /// Makes everything written so far durable (one flush: group commit).
@@ -181,18 +312,6 @@ impl DiskStorage {
     /// I/O failures; the WAL refuses further writes after one.
     pub fn sync(&mut self) -> anyhow::Result<()> {
         Ok(self.wal.sync()?)
-    }
-
-    /// Syncs, then drops WAL segments covered by the snapshot at `index` and
-    /// old snapshot files.
-    ///
-    /// # Errors
-    /// I/O failures.
-    pub fn release_to(&mut self, index: u64) -> anyhow::Result<()> {
-        self.wal.sync()?;
-        self.wal.release_to(index)?;
-        self.snaps.prune(KEEP_SNAPSHOTS)?;
-        Ok(())
     }
 
     /// WAL statistics.
@@ -243,6 +362,48 @@ mod tests {
         assert_eq!(rec.snapshot.unwrap(), snap);
         assert_eq!(rec.entries, ents);
         assert_eq!(rec.hard_state, Some(hs));
+    }
+
+    #[test]
+    fn a_background_save_is_recovered_once_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut disk, rec) = DiskStorage::open(tmp.path(), Some(state()), vec![1]).unwrap();
+        let boot = rec.snapshot.unwrap();
+        let ents: Vec<Entry> = (2..=9).map(|i| Entry::new(1, i, vec![i as u8])).collect();
+        disk.append(&ents).unwrap();
+        disk.sync().unwrap();
+        let snap = |index| Snapshot {
+            data: NodeSnapshot {
+                kv: Bytes::from(vec![index as u8; 64]),
+                ..state()
+            }
+            .encode(),
+            metadata: SnapshotMetadata {
+                index,
+                term: 1,
+                ..boot.metadata.clone()
+            },
+        };
+        assert!(disk.save_snapshot_in_background(snap(5)).unwrap());
+        // One at a time: the second is refused while the first is in flight.
+        assert!(!disk.save_snapshot_in_background(snap(6)).unwrap());
+        assert_eq!(disk.finish_background_save(true).unwrap(), Some(5));
+        assert_eq!(disk.finish_background_save(false).unwrap(), None);
+        drop(disk);
+        let (mut disk, rec) = DiskStorage::open(tmp.path(), None, vec![]).unwrap();
+        assert_eq!(rec.snapshot.unwrap(), snap(5));
+        assert_eq!(rec.entries, ents[4..].to_vec());
+
+        // A leader's snapshot saved while an own one is in flight waits for
+        // it: the markers stay in order and the newest is recovered.
+        assert!(disk.save_snapshot_in_background(snap(7)).unwrap());
+        disk.save_snapshot(&snap(8)).unwrap();
+        disk.sync().unwrap();
+        assert_eq!(disk.finish_background_save(true).unwrap(), None);
+        drop(disk);
+        let (_disk, rec) = DiskStorage::open(tmp.path(), None, vec![]).unwrap();
+        assert_eq!(rec.snapshot.unwrap(), snap(8));
+        assert_eq!(rec.entries, ents[7..].to_vec());
     }
 
     #[test]

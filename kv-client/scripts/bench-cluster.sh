@@ -8,9 +8,10 @@
 # lives in a temporary directory and is stopped on exit; every JSON report is appended to
 # $RESULTS (default /tmp/kv-bench-results.jsonl), with the CPU seconds the three servers
 # used during the run added as `server_cpu_s`. CLIENTS (default 64), BASE_PORT (41000) and
-# EXTRA_ARGS (more bench flags) may be set in the environment. Each round runs, in order,
-# writes only then 90% reads, each over binary then HTTP, so that the two protocols of one
-# configuration are measured back to back under the same machine load.
+# EXTRA_ARGS (more bench flags, e.g. `--routing spread`; bench routes to the leader by
+# default) may be set in the environment. Each round runs, in order, writes only then 90%
+# reads, each over binary then HTTP, so that the two protocols of one configuration are
+# measured back to back under the same machine load.
 set -euo pipefail
 
 ROUNDS=${1:-2}

@@ -9,8 +9,20 @@
 //! Over [`Protocol::Binary`] the workers share [`BenchConfig::connections`] pipelined
 //! [`Client`] connections (each worker's requests go out on the one it is assigned); over
 //! [`Protocol::Http`] every worker has its own keep-alive HTTP/1.1 connection, since HTTP/1.1
-//! answers one request at a time per connection. In both cases connections are spread over
-//! the endpoints round-robin, and all of them are open before the clock starts.
+//! answers one request at a time per connection. All connections are open before the clock
+//! starts, and [`BenchConfig::routing`] places them the same way for both protocols:
+//!
+//! - [`Routing::Leader`] (the default) finds the raft leader once before the start, as
+//!   [`Client::find_leader`] does, and opens every connection to it: binary [`Client`]s with
+//!   [`ClientOptions::prefer_leader`], the leader first in their endpoint lists, and every
+//!   HTTP connection. This is how a leader-aware client (TiKV's, or [`Client`] by default)
+//!   loads a cluster.
+//! - [`Routing::Spread`] spreads the connections over the endpoints round-robin, without
+//!   leader routing, as a client unaware of the leader (etcd's) does: followers then forward
+//!   writes and linearizable reads to the leader.
+//!
+//! After a connection failure, a binary [`Client`] fails over as it always does; an HTTP
+//! worker moves on to the next endpoint of its list.
 //!
 //! Decisions:
 //! - A read of an absent key (404) counts as a success: it did the full read path. Run a
@@ -54,6 +66,25 @@ impl Protocol {
     }
 }
 
+/// Where the connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// All to the leader, found once before the start.
+    Leader,
+    /// Round-robin over the endpoints.
+    Spread,
+}
+
+impl Routing {
+    /// `leader` or `spread`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Routing::Leader => "leader",
+            Routing::Spread => "spread",
+        }
+    }
+}
+
 /// When a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -66,10 +97,12 @@ pub enum Stop {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// The endpoints, used round-robin.
+    /// The endpoints.
     pub endpoints: Vec<Endpoint>,
     /// The protocol.
     pub protocol: Protocol,
+    /// Where the connections go.
+    pub routing: Routing,
     /// Concurrent workers, each with one request in flight.
     pub clients: usize,
     /// Binary protocol only: pipelined connections the workers share (at least 1, at most
@@ -98,6 +131,7 @@ impl Default for BenchConfig {
         BenchConfig {
             endpoints: vec![Endpoint::parse(crate::DEFAULT_ENDPOINT).expect("valid default")],
             protocol: Protocol::Binary,
+            routing: Routing::Leader,
             clients: 16,
             connections: 1,
             stop: Stop::After(Duration::from_secs(10)),
@@ -117,6 +151,10 @@ impl Default for BenchConfig {
 pub struct BenchReport {
     /// The protocol.
     pub protocol: Protocol,
+    /// Where the connections went.
+    pub routing: Routing,
+    /// With [`Routing::Leader`], the leader's endpoint found before the start.
+    pub leader: Option<Endpoint>,
     /// Workers.
     pub clients: usize,
     /// Connections open to the servers.
@@ -165,6 +203,8 @@ impl BenchReport {
         let h = &self.latency_us;
         json!({
             "protocol": self.protocol.name(),
+            "routing": self.routing.name(),
+            "leader": self.leader.as_ref().map(|e| e.to_string()),
             "endpoints": config.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "clients": self.clients,
             "connections": self.connections,
@@ -316,7 +356,9 @@ pub fn check(config: &BenchConfig) -> Result<(), Error> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a bad configuration, [`Error::Unavailable`] when a connection
-/// cannot be opened before the start. Failures during the run are counted in the report.
+/// cannot be opened before the start, or with [`Routing::Leader`] when no endpoint says it
+/// is the leader within [`BenchConfig::timeout`]. Failures during the run are counted in the
+/// report.
 pub async fn run(config: &BenchConfig, done: Arc<AtomicU64>) -> Result<BenchReport, Error> {
     check(config)?;
     let mut value = vec![0u8; config.value_size];
@@ -330,19 +372,34 @@ pub async fn run(config: &BenchConfig, done: Arc<AtomicU64>) -> Result<BenchRepo
         consistency: config.consistency,
     });
     let n = config.endpoints.len();
-    // Connection i starts at endpoint i % n and fails over to the others in order.
+    let opts = ClientOptions {
+        timeout: config.timeout,
+        prefer_leader: config.routing == Routing::Leader,
+        ..ClientOptions::default()
+    };
+    let leader = match config.routing {
+        Routing::Leader => {
+            let finder = Client::new(config.endpoints.clone(), opts.clone())?;
+            Some(finder.find_leader().await?)
+        }
+        Routing::Spread => None,
+    };
+    // Connection i fails over to the endpoints in order from endpoint i % n; the leader, if
+    // routing to it, comes first.
     let rotated = |i: usize| -> Vec<Endpoint> {
-        (0..n)
+        let mut list: Vec<Endpoint> = (0..n)
             .map(|j| config.endpoints[(i + j) % n].clone())
-            .collect()
+            .collect();
+        if let Some(leader) = &leader
+            && let Some(at) = list.iter().position(|e| e == leader)
+        {
+            list[..=at].rotate_right(1);
+        }
+        list
     };
     let connections = match config.protocol {
         Protocol::Binary => config.connections.min(config.clients),
         Protocol::Http => config.clients,
-    };
-    let opts = ClientOptions {
-        timeout: config.timeout,
-        ..ClientOptions::default()
     };
     let mut binary = Vec::new();
     let mut http = Vec::new();
@@ -390,6 +447,8 @@ pub async fn run(config: &BenchConfig, done: Arc<AtomicU64>) -> Result<BenchRepo
     }
     let mut report = BenchReport {
         protocol: config.protocol,
+        routing: config.routing,
+        leader,
         clients: config.clients,
         connections,
         elapsed: Duration::ZERO,

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kv_client::bench::{self, BenchConfig, Protocol, Stop};
+use kv_client::bench::{self, BenchConfig, Protocol, Routing, Stop};
 use kv_client::{Client, ClientOptions, Endpoint, Error};
 use kv_server::api::{ApiError, Condition, Consistency, ListRequest};
 use serde_json::json;
 
 use crate::output::{self, print_error, print_json};
-use crate::{BenchArgs, Cli, Command, ConsistencyArg, ProtocolArg};
+use crate::{BenchArgs, Cli, Command, ConsistencyArg, ProtocolArg, RoutingArg};
 
 /// The flags every command shares.
 struct Global {
@@ -25,8 +25,13 @@ struct Global {
 }
 
 impl Global {
-    fn client(&self) -> Result<Client, Error> {
-        Client::new(self.endpoints.clone(), self.opts.clone())
+    /// A client of every endpoint, routing to the leader if `to_leader`.
+    fn client(&self, to_leader: bool) -> Result<Client, Error> {
+        let opts = ClientOptions {
+            prefer_leader: to_leader,
+            ..self.opts.clone()
+        };
+        Client::new(self.endpoints.clone(), opts)
     }
 
     /// Prints the outcome of a command that has nothing to show: `OK`, or `{"ok": true}`.
@@ -100,7 +105,20 @@ fn not_found(key: &str) -> Error {
 
 /// A command that talks to the cluster through one failing-over client.
 async fn one(g: &Global, command: Command) -> Result<(), Error> {
-    let client = g.client()?;
+    // A serializable read is served by whichever node it reaches, from its own state: finding
+    // the leader would only add round trips, and would take away the choice of node the
+    // endpoint order gives. Everything else goes to the leader (see kv_client::client).
+    let local_read = matches!(
+        command,
+        Command::Get {
+            consistency: ConsistencyArg::Serializable,
+            ..
+        } | Command::List {
+            consistency: ConsistencyArg::Serializable,
+            ..
+        }
+    );
+    let client = g.client(!local_read)?;
     match command {
         Command::Get { key, consistency } => {
             let value = client
@@ -229,7 +247,8 @@ fn read_batch(file: &str) -> Result<Vec<(String, Bytes)>, Error> {
     Ok(map.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect())
 }
 
-/// One client per endpoint, without failover: for commands about each endpoint.
+/// One client per endpoint, without failover (nor leader routing, which needs a choice of
+/// endpoints): for commands about each endpoint.
 fn per_endpoint(g: &Global) -> Vec<(Endpoint, Client)> {
     g.endpoints
         .iter()
@@ -342,6 +361,10 @@ async fn run_bench(g: &Global, args: BenchArgs) -> u8 {
         protocol: match args.protocol {
             ProtocolArg::Binary => Protocol::Binary,
             ProtocolArg::Http => Protocol::Http,
+        },
+        routing: match args.routing {
+            RoutingArg::Leader => Routing::Leader,
+            RoutingArg::Spread => Routing::Spread,
         },
         clients: args.clients,
         connections: args.connections.unwrap_or(g.endpoints.len()),

@@ -1,9 +1,10 @@
 //! The client of the kv store: the library the `kv-client` command is built on.
 //!
 //! [`Client`] speaks the `KVB1` binary protocol of `kv-server`'s client port (see
-//! [`kv_server::binary`]): many concurrent calls are pipelined over one connection, and calls
-//! fail over between endpoints with a retry policy that never repeats a write that may have
-//! been applied (see [`client`]). [`bench`](mod@bench) is the load generator behind `kv-client bench`,
+//! [`kv_server::binary`]): many concurrent calls are pipelined over one connection, which goes
+//! to the raft leader when the client can find it among the endpoints, and calls fail over
+//! between endpoints with a retry policy that never repeats a write that may have been
+//! applied (see [`client`]). [`bench`](mod@bench) is the load generator behind `kv-client bench`,
 //! over the binary protocol or HTTP/1.1.
 //!
 //! ```no_run

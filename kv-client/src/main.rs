@@ -159,6 +159,15 @@ enum ProtocolArg {
     Http,
 }
 
+/// Where `bench` opens its connections.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RoutingArg {
+    /// All to the raft leader, found before the start (as a leader-aware client does).
+    Leader,
+    /// Round-robin over the endpoints; followers forward to the leader.
+    Spread,
+}
+
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// Concurrent clients, each with one request in flight.
@@ -188,6 +197,9 @@ struct BenchArgs {
     /// The protocol.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Binary)]
     protocol: ProtocolArg,
+    /// Where the connections go, for both protocols alike.
+    #[arg(long, value_enum, default_value_t = RoutingArg::Leader)]
+    routing: RoutingArg,
     /// Prefix of the keys written and read.
     #[arg(long, default_value = "bench/")]
     key_prefix: String,

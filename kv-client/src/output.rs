@@ -176,6 +176,18 @@ pub fn print_bench(json: bool, config: &BenchConfig, report: &BenchReport) {
         report.connections,
         config.endpoints.len()
     );
+    let _ = match &report.leader {
+        Some(leader) => writeln!(
+            out,
+            "routing     {} (every connection to {leader})",
+            report.routing.name()
+        ),
+        None => writeln!(
+            out,
+            "routing     {} (connections round-robin over the endpoints)",
+            report.routing.name()
+        ),
+    };
     let _ = writeln!(
         out,
         "workload    {:.0}% reads ({}), {}-byte values, {} keys",

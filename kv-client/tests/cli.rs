@@ -1,234 +1,14 @@
-//! The real `kv-client` binary against real `kv-server` processes on loopback.
-//!
-//! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the target directory of
-//! this test executable, brought up to date once per run with `cargo build -p kv-server`
-//! (bounded in time). Servers get ports from the OS and temporary data directories, and are
-//! killed when their guard drops. Every wait polls a condition with a deadline.
+//! The real `kv-client` binary against real `kv-server` processes on loopback (see
+//! [`common`] for how they are run).
+
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// How long a server may take to start and see a leader.
-const STARTUP: Duration = Duration::from_secs(30);
-/// How long one `kv-client` run may take.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-/// How long building the server may take.
-const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
-/// Raft tick for the test servers: fast elections.
-const TICK_MS: &str = "20";
-
-fn server_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("KV_SERVER_BIN") {
-            return PathBuf::from(bin);
-        }
-        // <target>/<profile>/deps/cli-<hash>
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in <target>/<profile>/deps");
-        let bin = profile_dir.join("kv-server");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace)
-            .args(["build", "-p", "kv-server"]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("running cargo build -p kv-server");
-        let status = wait_bounded(&mut child, BUILD_LIMIT)
-            .unwrap_or_else(|| panic!("cargo build -p kv-server took over {BUILD_LIMIT:?}"));
-        assert!(status.success(), "cargo build -p kv-server failed");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
-
-/// Waits for `child` for at most `limit`; kills it and returns `None` past that.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("waiting for a child") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
-}
-
-/// One `kv-server` process, killed on drop.
-struct Server {
-    child: Child,
-    client_port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    /// Whether `GET /health` answers 200 (the node sees a leader).
-    fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = "GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200")
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-/// A cluster of `kv-server` processes in one temporary directory.
-struct Cluster {
-    dir: tempfile::TempDir,
-    /// Peer URLs, node i+1 at index i (including nodes added later).
-    peers: Vec<String>,
-    /// Node i+1 at index i; `None` once killed.
-    nodes: Vec<Option<Server>>,
-}
-
-impl Cluster {
-    /// Starts `n` nodes and waits until each sees a leader. Ports are picked by the OS and
-    /// released before the servers bind them, so a start is retried if a port was taken.
-    fn start(n: usize) -> Cluster {
-        for attempt in 0.. {
-            match Cluster::try_start(n) {
-                Ok(c) => return c,
-                Err(e) if attempt < 2 => eprintln!("cluster start failed, retrying: {e}"),
-                Err(e) => panic!("cluster of {n} did not start: {e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn try_start(n: usize) -> Result<Cluster, String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let peers: Vec<String> = (0..n)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let mut cluster = Cluster {
-            dir,
-            peers,
-            nodes: Vec::new(),
-        };
-        for id in 1..=n as u64 {
-            let server = cluster.spawn(id, false);
-            cluster.nodes.push(Some(server));
-        }
-        let deadline = Instant::now() + STARTUP;
-        for i in 0..n {
-            loop {
-                let node = cluster.nodes[i].as_mut().expect("just started");
-                if node.healthy() {
-                    break;
-                }
-                if node.exited() {
-                    return Err(format!("node {} exited during startup", i + 1));
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!("node {} saw no leader within {STARTUP:?}", i + 1));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(cluster)
-    }
-
-    /// Spawns node `id` with the cluster's current peer list.
-    fn spawn(&self, id: u64, join: bool) -> Server {
-        let client_port = free_port();
-        let mut cmd = Command::new(server_bin());
-        cmd.args(["--id", &id.to_string()])
-            .args(["--cluster", &self.peers.join(",")])
-            .args(["--port", &client_port.to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node-{id}")))
-            .args(["--tick-ms", TICK_MS])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if join {
-            cmd.arg("--join");
-        }
-        let child = cmd.spawn().expect("spawning kv-server");
-        Server { child, client_port }
-    }
-
-    fn node(&self, id: u64) -> &Server {
-        self.nodes[id as usize - 1]
-            .as_ref()
-            .expect("node is running")
-    }
-
-    /// Every running node's endpoint, comma-separated, in id order.
-    fn endpoints(&self) -> String {
-        self.nodes
-            .iter()
-            .flatten()
-            .map(Server::endpoint)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn kill(&mut self, id: u64) {
-        self.nodes[id as usize - 1] = None;
-    }
-
-    /// Adds a peer URL for a new node and returns its id and peer address.
-    fn reserve_node(&mut self) -> (u64, String) {
-        let addr = format!("127.0.0.1:{}", free_port());
-        self.peers.push(format!("http://{addr}"));
-        (self.peers.len() as u64, addr)
-    }
-}
+use common::*;
 
 /// What one `kv-client` run did.
 #[derive(Debug)]
@@ -315,21 +95,6 @@ fn kv_stdin(endpoints: &str, args: &[&str], stdin: &[u8]) -> Out {
     let mut all = vec!["--endpoints", endpoints];
     all.extend_from_slice(args);
     run_with(&all, Some(stdin), &[])
-}
-
-/// An endpoint nothing listens on.
-fn dead_endpoint() -> String {
-    format!("http://127.0.0.1:{}", free_port())
-}
-
-/// Polls `cond` every 20 ms until it holds, for at most `limit`.
-#[track_caller]
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `status --json` rows of the running nodes.
@@ -861,4 +626,70 @@ fn transfers_leadership() {
     kv(&ep, &["transfer-leader", &target.to_string()]).ok();
     kv(&ep, &["transfer-leader", "9"]).code(2);
     kv(&ep, &["put", "after-transfer", "ok"]).ok();
+}
+
+#[test]
+fn bench_routes_to_the_leader_or_spreads() {
+    let c = Cluster::start(3);
+    let leader = agreed_leader(&c);
+    // The leader last, so that routing is what puts the connections there.
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let endpoints = format!(
+        "{},{},{}",
+        c.node(followers[0]).endpoint(),
+        c.node(followers[1]).endpoint(),
+        c.node(leader).endpoint()
+    );
+    for protocol in ["binary", "http"] {
+        for routing in ["leader", "spread"] {
+            let report = kv(
+                &endpoints,
+                &[
+                    "--json",
+                    "bench",
+                    "--protocol",
+                    protocol,
+                    "--routing",
+                    routing,
+                    "--ops",
+                    "200",
+                    "--clients",
+                    "4",
+                    "--read-ratio",
+                    "0.5",
+                ],
+            )
+            .ok()
+            .json();
+            assert_eq!(report["protocol"], protocol);
+            assert_eq!(report["routing"], routing);
+            assert_eq!(report["ops"], 200, "{report}");
+            assert_eq!(report["errors"], 0, "{report}");
+            if routing == "leader" {
+                assert_eq!(report["leader"], c.node(leader).endpoint().as_str());
+            } else {
+                assert!(report["leader"].is_null(), "{report}");
+            }
+        }
+    }
+    let out = kv(
+        &endpoints,
+        &[
+            "bench",
+            "--ops",
+            "20",
+            "--clients",
+            "2",
+            "--routing",
+            "leader",
+        ],
+    )
+    .ok();
+    let text = out.stdout();
+    let expected = format!(
+        "routing     leader (every connection to {})",
+        c.node(leader).endpoint()
+    );
+    assert!(text.contains(&expected), "{text}");
+    kv(&endpoints, &["bench", "--ops", "1", "--routing", "nowhere"]).code(2);
 }

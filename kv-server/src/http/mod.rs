@@ -44,19 +44,21 @@
 mod parse;
 mod render;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request as HttpRequest, State};
-use axum::http::{Method, request::Parts};
+use axum::http::{Method, StatusCode, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::Response as HttpResponse;
 use axum::routing::any;
 use bytes::Bytes;
 
 use crate::api::{ApiError, Backend, Condition, Limits, ListRequest, MAX_PEER_ADDR, Request};
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Histogram, Metrics};
 use parse::Query;
 
 /// First path segments that name an API route rather than a key.
@@ -79,7 +81,10 @@ struct RouteLabel(&'static str);
 
 /// The axum router of the HTTP API over `backend`, enforcing `limits`.
 pub fn router<B: Backend>(backend: B, limits: Limits) -> Router {
-    let metrics = backend.metrics().clone();
+    let metrics = HttpMetrics {
+        registry: backend.metrics().clone(),
+        handles: Arc::default(),
+    };
     let state = AppState { backend, limits };
     Router::new()
         .route("/keys", any(keys_collection::<B>))
@@ -100,28 +105,53 @@ pub fn router<B: Backend>(backend: B, limits: Limits) -> Router {
 }
 
 async fn record_metrics(
-    State(metrics): State<Metrics>,
+    State(metrics): State<HttpMetrics>,
     req: HttpRequest,
     next: Next,
 ) -> HttpResponse {
     let start = Instant::now();
     let resp = next.run(req).await;
     let route = resp.extensions().get::<RouteLabel>().map_or(OTHER, |r| r.0);
-    metrics
-        .counter_with(
-            "kv_http_requests_total",
-            "HTTP requests by route and status.",
-            &[("route", route), ("status", resp.status().as_str())],
-        )
-        .inc();
-    metrics
-        .histogram_with(
-            "kv_http_request_duration_seconds",
-            "HTTP request latency by route, until the response head.",
-            &[("route", route)],
-        )
-        .observe(start.elapsed());
+    let (count, latency) = metrics.series(route, resp.status());
+    count.inc();
+    latency.observe(start.elapsed());
     resp
+}
+
+/// The request metrics' handles by route and status, looked up in the registry once each
+/// and kept: a lookup renders the labels and takes the registry's lock, which on a small
+/// request is a visible share of its cost.
+#[derive(Clone)]
+struct HttpMetrics {
+    registry: Metrics,
+    handles: Arc<RwLock<HashMap<(&'static str, StatusCode), RequestSeries>>>,
+}
+
+/// The request counter and the latency histogram of one route and status.
+type RequestSeries = (Counter, Histogram);
+
+impl HttpMetrics {
+    fn series(&self, route: &'static str, status: StatusCode) -> RequestSeries {
+        let read = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = read.get(&(route, status)) {
+            return h.clone();
+        }
+        drop(read);
+        let h = (
+            self.registry.counter_with(
+                "kv_http_requests_total",
+                "HTTP requests by route and status.",
+                &[("route", route), ("status", status.as_str())],
+            ),
+            self.registry.histogram_with(
+                "kv_http_request_duration_seconds",
+                "HTTP request latency by route, until the response head.",
+                &[("route", route)],
+            ),
+        );
+        let mut write = self.handles.write().unwrap_or_else(|e| e.into_inner());
+        write.entry((route, status)).or_insert(h).clone()
+    }
 }
 
 /// Checks and executes a parsed request, and renders the answer.

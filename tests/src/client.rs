@@ -340,6 +340,28 @@ impl Client {
         .await
     }
 
+    /// `POST /nodes/{id}?addr={peer_addr}&learner=true`: add a learner.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn add_learner(&self, id: u64, peer_addr: &str) -> Result<Response, ClientError> {
+        self.request(
+            "POST",
+            &format!("/nodes/{id}?addr={}&learner=true", encode_query(peer_addr)),
+            b"",
+        )
+        .await
+    }
+
+    /// `POST /nodes/{id}/promote`: make learner `id` a voter.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn promote_node(&self, id: u64) -> Result<Response, ClientError> {
+        self.request("POST", &format!("/nodes/{id}/promote"), b"")
+            .await
+    }
+
     /// `DELETE /nodes/{id}`.
     ///
     /// # Errors

@@ -106,6 +106,7 @@ pub struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if crate::test_failing() {
+            self.record_exits();
             self.record_stats();
         }
         for (&id, node) in &mut self.nodes {
@@ -361,6 +362,23 @@ impl Cluster {
         }
     }
 
+    /// Reports every node the harness believes running that has in fact
+    /// exited: a crash, or a signal from outside the test (a shared
+    /// machine's `pkill kv-server` ends every test's nodes at once; the
+    /// node's log then ends with "shutting down").
+    fn record_exits(&mut self) {
+        for (&id, node) in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                let line = format!("node {id} exited on its own, not by the harness: {status}");
+                eprintln!("{line}");
+                note(&node.log, &line);
+            }
+        }
+    }
+
     /// Saves every running, unpaused node's `/stats` (raft progress,
     /// transport counters) to `<dir>/node-<id>.stats.json` and prints each
     /// node's raft section: the state of a failed test, for its report.
@@ -410,6 +428,11 @@ impl Cluster {
     /// A client of node `id`.
     pub fn client(&self, id: NodeId) -> Client {
         Client::new(self.node(id).client)
+    }
+
+    /// Whether the cluster was started with a proxy.
+    pub fn has_proxy(&self) -> bool {
+        self.proxy.is_some()
     }
 
     /// The proxy.
@@ -673,27 +696,59 @@ impl Cluster {
     /// # Panics
     /// If the addition is not answered 204, or the node does not come up.
     pub async fn add_node(&mut self, via: NodeId) -> NodeId {
+        let id = self.prepare_node().await;
+        let advertised = self.peer_url(id).trim_start_matches("http://").to_owned();
+        let r = self
+            .client(via)
+            .add_node(id, &advertised)
+            .await
+            .unwrap_or_else(|e| panic!("POST /nodes/{id} on node {via}: {e}"));
+        assert_eq!(r.status, 204, "POST /nodes/{id} on node {via}: {r}");
+        self.log(&format!("node {id} added to the cluster via node {via}"));
+        self.start_node(id).await;
+        id
+    }
+
+    /// Defines a new node, without starting it or telling the cluster: a
+    /// fresh id (one more than the largest so far), fresh ports, an empty
+    /// data directory, a proxy listener if there is a proxy, and the flags
+    /// of a joiner (`--join`, and a `--cluster` list whose `id`-th URL is
+    /// its own). Returns its id; [`Cluster::peer_url`] is the URL to add it
+    /// with, [`Cluster::start_node`] starts it.
+    ///
+    /// # Panics
+    /// If the proxy cannot listen for it.
+    pub async fn prepare_node(&mut self) -> NodeId {
         let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
         let listen_peer = free_addr();
         let advertised = match &self.proxy {
             Some(p) => p.add_node(id, listen_peer).await.expect("proxy listener"),
             None => listen_peer,
         };
-        let r = self
-            .client(via)
-            .add_node(id, &advertised.to_string())
-            .await
-            .unwrap_or_else(|e| panic!("POST /nodes/{id} on node {via}: {e}"));
-        assert_eq!(r.status, 204, "POST /nodes/{id} on node {via}: {r}");
-        self.log(&format!("node {id} added to the cluster via node {via}"));
+        // Ids are dense (1..=id), so this list's id-th URL is the new node's.
         let mut urls: Vec<String> = self.nodes.values().map(|n| n.peer_url.clone()).collect();
         urls.push(url(advertised));
         let cluster = urls.join(",");
         self.define(id, listen_peer, url(advertised), &cluster, true);
+        id
+    }
+
+    /// Starts node `id` for the first time (see [`Cluster::prepare_node`])
+    /// and waits until it answers on its client port.
+    ///
+    /// # Panics
+    /// If it is running, or does not come up.
+    pub async fn start_node(&mut self, id: NodeId) {
         self.spawn(id);
         self.wait_started(id).await;
         self.log(&format!("node {id} started with --join"));
-        id
+    }
+
+    /// Leaves node `id` out of [`Cluster::live`] from now on: the test has
+    /// removed it from the cluster (or is about to), and its process, if
+    /// still running, is no longer part of it.
+    pub fn set_removed(&mut self, id: NodeId) {
+        self.node_mut(id).removed = true;
     }
 
     /// Removes node `id` with `DELETE /nodes/{id}` on node `via`, and from
@@ -711,6 +766,24 @@ impl Cluster {
         assert_eq!(r.status, 204, "DELETE /nodes/{id} on node {via}: {r}");
         self.node_mut(id).removed = true;
         self.log(&format!("node {id} removed via node {via}"));
+    }
+
+    /// Deletes the data directory of node `id`, which must be stopped; its
+    /// log stays. For nodes removed from the cluster, whose data nothing
+    /// reads again: a long soak adds and removes hundreds of nodes, each
+    /// with 128 MiB of preallocated WAL.
+    ///
+    /// # Panics
+    /// If the node is running, or the directory cannot be removed.
+    pub fn discard_data(&mut self, id: NodeId) {
+        let node = self.node(id);
+        assert!(node.child.is_none(), "node {id} is running");
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing {}: {e}", node.data_dir.display()),
+        }
+        note(&node.log, &format!("node {id}'s data directory deleted"));
     }
 
     /// The log of node `id` as text.

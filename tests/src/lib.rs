@@ -23,7 +23,13 @@
 //!   per directed link it delivers, delays, drops or cuts.
 //! - [`linearizability`]: the Wing-Gong/Lowe checker, key by key.
 //! - [`workload`]: concurrent random register clients that record a
-//!   history.
+//!   history, and writers of unique keys that remember what was
+//!   acknowledged.
+//! - [`nemesis`]: the faults of the linearizability runs (kills, pauses,
+//!   partitions, membership changes, combinations) and when each was
+//!   active; [`lin_run::LinRun`]: clients, nemeses and the final checks
+//!   (every node answers, convergence, no acknowledged write lost, a
+//!   linearizable history) with a one-line summary.
 //!
 //! # Timings
 //!
@@ -36,7 +42,9 @@
 pub mod binary;
 pub mod client;
 pub mod cluster;
+pub mod lin_run;
 pub mod linearizability;
+pub mod nemesis;
 pub mod ports;
 pub mod proxy;
 pub mod workload;

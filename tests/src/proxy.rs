@@ -6,7 +6,7 @@
 //! connection is one-way: the dialer sends its raft messages to the
 //! acceptor (see `kv_server::transport`), and the acceptor only answers the
 //! handshake (and acknowledges snapshots). The proxy reads the first frame,
-//! the [`Hello`], with kv-server's own codec to learn the dialer (`from`);
+//! the [`Hello`](kv_server::transport::codec::Hello), with kv-server's own codec to learn the dialer (`from`);
 //! the listener it arrived on names `to`. So the frames of a connection are
 //! the messages of one directed link `from -> to`, and faults are set per
 //! directed link:

@@ -26,8 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::client::{Client, ClientError, Response};
 use crate::linearizability::{Cond, Op, Outcome, Recorder};
 
@@ -36,8 +34,9 @@ use crate::linearizability::{Cond, Op, Outcome, Recorder};
 pub struct RegisterWorkload {
     /// The keys.
     pub keys: Vec<String>,
-    /// Stop issuing requests at this instant.
-    pub until: Instant,
+    /// Stop issuing requests once this is set (the request in flight is
+    /// finished and recorded first).
+    pub stop: Arc<AtomicBool>,
     /// The client's request timeout; it should exceed the server's
     /// `--request-timeout-ms`, so that the server's 504 usually comes first.
     pub request_timeout: Duration,
@@ -63,6 +62,22 @@ impl NodeSet {
         *self.0.lock().expect("node set lock") = nodes;
     }
 
+    /// The number of nodes.
+    ///
+    /// # Panics
+    /// If the lock is poisoned.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("node set lock").len()
+    }
+
+    /// Whether the set is empty (never, once built with a node).
+    ///
+    /// # Panics
+    /// If the lock is poisoned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The `i`-th node, modulo the number of nodes.
     ///
     /// # Panics
@@ -73,7 +88,7 @@ impl NodeSet {
     }
 }
 
-/// Runs one register client until `workload.until`, recording every
+/// Runs one register client until `workload.stop` is set, recording every
 /// operation in `recorder`. It starts with node `client` of `nodes`
 /// (modulo their number), and moves to the next after a refusal, a timeout
 /// or a lost answer, pausing for [`crate::POLL`] so that a cluster without
@@ -94,7 +109,7 @@ pub async fn register_client(
     let mut seen: Vec<Option<String>> = vec![None; workload.keys.len()];
     let mut seq = 0u64;
     let mut issued = 0;
-    while Instant::now() < workload.until {
+    while !workload.stop.load(Ordering::Relaxed) {
         let k = rng.usize(0..workload.keys.len());
         let key = workload.keys[k].as_str();
         seq += 1;
@@ -167,10 +182,11 @@ pub fn outcome(op: &Op, answer: &Result<Response, ClientError>) -> Outcome {
     }
 }
 
-/// Writers of unique keys (`w<writer>-<n>` = `v<writer>-<n>`) that remember
-/// which writes were acknowledged, for "no acknowledged write is lost"
-/// checks. Each writer sticks to one node and moves on to the next after a
-/// 503, a 504 or a failed request.
+/// Writers of unique keys (`[prefix]w<writer>-<n>` = `[prefix]v<writer>-<n>`)
+/// that remember which writes were acknowledged, for "no acknowledged write
+/// is lost" checks. Each writer sticks to one node and moves on to the next
+/// after a 503, a 504 or a failed request. A prefix is empty or ends with
+/// `/`.
 pub struct Writers {
     acked: Arc<Mutex<BTreeMap<String, String>>>,
     stop: Arc<AtomicBool>,
@@ -184,35 +200,51 @@ impl Writers {
     /// (In the writer tasks, seen by [`Writers::stop`].) On an answer other
     /// than 204, 503 or 504.
     pub fn start(n: usize, nodes: Vec<Client>) -> Writers {
+        Writers::start_on("", n, NodeSet::new(nodes))
+    }
+
+    /// Starts `n` writers of keys under `prefix` (empty, or ending with
+    /// `/`) over a node set the test may change as membership changes.
+    ///
+    /// # Panics
+    /// If `prefix` is neither empty nor ends with `/`; (in the writer
+    /// tasks, seen by [`Writers::stop`]) on an answer other than 204, 503
+    /// or 504.
+    pub fn start_on(prefix: &str, n: usize, nodes: NodeSet) -> Writers {
+        assert!(
+            prefix.is_empty() || prefix.ends_with('/'),
+            "a writer prefix ends with '/': {prefix:?}"
+        );
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..n)
             .map(|w| {
-                let (acked, stop) = (acked.clone(), stop.clone());
-                let nodes: Vec<Client> = nodes
-                    .iter()
-                    .map(|c| c.clone().with_timeout(Duration::from_secs(5)))
-                    .collect();
+                let (acked, stop, nodes) = (acked.clone(), stop.clone(), nodes.clone());
+                let prefix = prefix.to_owned();
                 tokio::spawn(async move {
                     let (mut ok, mut not_ok) = (0, 0);
-                    let mut at = w % nodes.len();
+                    let mut at = w;
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let (key, value) = (format!("w{w}-{i:05}"), format!("v{w}-{i}"));
+                        let key = format!("{prefix}w{w}-{i:05}");
+                        let value = format!("{prefix}v{w}-{i}");
                         i += 1;
-                        match nodes[at].put(&key, &value).await {
+                        let node = nodes.get(at).with_timeout(Duration::from_secs(5));
+                        match node.put(&key, &value).await {
                             Ok(r) if r.status == 204 => {
                                 acked.lock().expect("acked lock").insert(key, value);
                                 ok += 1;
                             }
                             Ok(r) if [503, 504].contains(&r.status) => {
                                 not_ok += 1;
-                                at = (at + 1) % nodes.len();
+                                at = at.wrapping_add(1);
+                                // A node without a leader answers at once.
+                                tokio::time::sleep(crate::POLL).await;
                             }
                             Ok(r) => panic!("PUT {key}: unexpected answer {r}"),
                             Err(_) => {
                                 not_ok += 1;
-                                at = (at + 1) % nodes.len();
+                                at = at.wrapping_add(1);
                                 // A dead node refuses at once: don't spin.
                                 tokio::time::sleep(crate::POLL).await;
                             }
@@ -287,13 +319,17 @@ pub async fn check_acked(
         assert_eq!(data.get(k), Some(v), "acknowledged write {k}={v} lost");
     }
     for (k, v) in &data {
-        let Some((w, i)) = k.strip_prefix('w').and_then(|r| r.split_once('-')) else {
+        let (prefix, name) = match k.rsplit_once('/') {
+            Some((p, n)) => (&k[..=p.len()], n),
+            None => ("", k.as_str()),
+        };
+        let Some((w, i)) = name.strip_prefix('w').and_then(|r| r.split_once('-')) else {
             continue;
         };
         let i: u64 = i.parse().unwrap_or_else(|_| panic!("odd key {k:?}"));
         assert_eq!(
             *v,
-            format!("v{w}-{i}"),
+            format!("{prefix}v{w}-{i}"),
             "key {k} holds a value never written to it"
         );
     }

@@ -7,7 +7,8 @@
 //! `cargo bench -p wal --bench compare` (set `WAL_BENCH_ROUNDS`, default 10,
 //! and `WAL_BENCH_ROUND_MS`, default 300, to trade time for precision;
 //! `WAL_BENCH_ONLY=append`, `recovery` or `cuts` to run one part, and
-//! `WAL_BENCH_CONFIGS=4096x16,100x1` to run some sizes x batches only).
+//! `WAL_BENCH_CONFIGS=4096x16,100x1,2048x256` to run those sizes x batches
+//! only).
 
 mod support;
 
@@ -102,58 +103,67 @@ fn append_sync() {
     println!("rounds {rounds} x {round:?} per variant, interleaved\n");
     println!("| entry | batch | variant | syncs/s | entries/s | MB/s | vs baseline |");
     println!("|---|---|---|---:|---:|---:|---:|");
-    // `WAL_BENCH_CONFIGS=4096x16,100x1` runs only those (size x batch).
-    let configs = std::env::var("WAL_BENCH_CONFIGS").unwrap_or_default();
-    for size in SIZES {
-        for batch in BATCHES {
-            if !configs.is_empty() && !configs.split(',').any(|c| c == format!("{size}x{batch}")) {
-                continue;
-            }
-            let tmp = bench_dir();
-            let mut base = Baseline::new(tmp.path(), size * batch);
-            let mut pw =
-                WalRunner::new(&tmp.path().join("pwrite"), size, batch, WriteMethod::Pwrite);
-            let mut mm = WalRunner::new(&tmp.path().join("mmap"), size, batch, WriteMethod::Mmap);
-            // Warm up: background preallocation, first cuts and releases.
-            let warm = Duration::from_millis(700);
-            run_for(warm, || base.op());
-            run_for(warm, || pw.op());
-            run_for(warm, || mm.op());
-            let mut rates: [Vec<f64>; 3] = Default::default();
-            for r in 0..rounds {
-                for k in 0..3 {
-                    let v = (k + r) % 3;
-                    let (n, t) = match v {
-                        0 => run_for(round, || base.op()),
-                        1 => run_for(round, || pw.op()),
-                        _ => run_for(round, || mm.op()),
-                    };
-                    rates[v].push(n as f64 / t.as_secs_f64());
-                }
-            }
-            let meds: Vec<f64> = rates.into_iter().map(median).collect();
-            let label = if size >= 1024 {
-                format!("{} KiB", size / 1024)
-            } else {
-                format!("{size} B")
-            };
-            for (v, name) in ["baseline (pwrite+fdatasync)", "wal", "wal, mmap writes"]
-                .iter()
-                .enumerate()
-            {
-                let syncs = meds[v];
-                let ratio = if v == 0 {
-                    "".to_string()
-                } else {
-                    format!("{:.1}%", 100.0 * syncs / meds[0])
+    // `WAL_BENCH_CONFIGS=4096x16,100x1` runs those (size x batch), in that
+    // order, sizes outside SIZES included.
+    let configs: Vec<(usize, usize)> = match std::env::var("WAL_BENCH_CONFIGS") {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .map(|c| {
+                let parsed = c
+                    .split_once('x')
+                    .and_then(|(s, b)| Some((s.parse().ok()?, b.parse().ok()?)));
+                parsed.unwrap_or_else(|| panic!("WAL_BENCH_CONFIGS: {c:?} is not SIZExBATCH"))
+            })
+            .collect(),
+        _ => SIZES
+            .iter()
+            .flat_map(|&s| BATCHES.iter().map(move |&b| (s, b)))
+            .collect(),
+    };
+    for (size, batch) in configs {
+        let tmp = bench_dir();
+        let mut base = Baseline::new(tmp.path(), size * batch);
+        let mut pw = WalRunner::new(&tmp.path().join("pwrite"), size, batch, WriteMethod::Pwrite);
+        let mut mm = WalRunner::new(&tmp.path().join("mmap"), size, batch, WriteMethod::Mmap);
+        // Warm up: background preallocation, first cuts and releases.
+        let warm = Duration::from_millis(700);
+        run_for(warm, || base.op());
+        run_for(warm, || pw.op());
+        run_for(warm, || mm.op());
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        for r in 0..rounds {
+            for k in 0..3 {
+                let v = (k + r) % 3;
+                let (n, t) = match v {
+                    0 => run_for(round, || base.op()),
+                    1 => run_for(round, || pw.op()),
+                    _ => run_for(round, || mm.op()),
                 };
-                println!(
-                    "| {label} | {batch} | {name} | {:.0} | {:.0} | {:.1} | {ratio} |",
-                    syncs,
-                    syncs * batch as f64,
-                    syncs * (batch * size) as f64 / 1e6,
-                );
+                rates[v].push(n as f64 / t.as_secs_f64());
             }
+        }
+        let meds: Vec<f64> = rates.into_iter().map(median).collect();
+        let label = if size >= 1024 {
+            format!("{} KiB", size / 1024)
+        } else {
+            format!("{size} B")
+        };
+        for (v, name) in ["baseline (pwrite+fdatasync)", "wal", "wal, mmap writes"]
+            .iter()
+            .enumerate()
+        {
+            let syncs = meds[v];
+            let ratio = if v == 0 {
+                "".to_string()
+            } else {
+                format!("{:.1}%", 100.0 * syncs / meds[0])
+            };
+            println!(
+                "| {label} | {batch} | {name} | {:.0} | {:.0} | {:.1} | {ratio} |",
+                syncs,
+                syncs * batch as f64,
+                syncs * (batch * size) as f64 / 1e6,
+            );
         }
     }
     println!();

@@ -314,50 +314,84 @@ impl fmt::Debug for DiskFile {
 /// The most `iovec`s one `pwritev` takes (Linux `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+/// One `pwritev` of at most [`IOV_MAX`] slices: the bytes written, which
+/// may be fewer than asked.
 fn pwritev_once(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    loop {
-        // SAFETY: IoSlice is ABI-compatible with iovec on Unix, and the
-        // slices it points to outlive the call.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                bufs.as_ptr().cast::<libc::iovec>(),
-                bufs.len().min(IOV_MAX) as libc::c_int,
-                offset as libc::off_t,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+    debug_assert!(bufs.len() <= IOV_MAX);
+    // SAFETY: IoSlice is ABI-compatible with iovec on Unix, the slices it
+    // points to outlive the call, and the count is at most IOV_MAX.
+    let n = unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            bufs.as_ptr().cast::<libc::iovec>(),
+            bufs.len() as libc::c_int,
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
-fn pwritev_all(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-    // The common case, one call that writes everything, allocates nothing.
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let first = if bufs.len() <= IOV_MAX {
-        pwritev_once(file, offset, bufs)?
-    } else {
-        0
-    };
-    if first == total {
-        return Ok(());
-    }
-    let mut owned: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).copied().collect();
-    let mut rest: &mut [IoSlice<'_>] = &mut owned;
-    IoSlice::advance_slices(&mut rest, first);
-    let mut offset = offset + first as u64;
+/// Writes the concatenation of `bufs` at `offset` with `write_once` (one
+/// `pwritev`, or a fake in tests), which takes at most [`IOV_MAX`] slices
+/// and may write fewer bytes than asked. Allocates nothing: the common case
+/// is one call; more slices than `IOV_MAX` take one call per window of
+/// them; after a short write that ends inside a slice, the rest of that
+/// slice goes alone (short writes to a regular file are rare enough that
+/// building a merged window for them is not worth it).
+fn write_all_vectored(
+    mut offset: u64,
+    bufs: &[IoSlice<'_>],
+    mut write_once: impl FnMut(u64, &[IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut rest = bufs;
+    // The unwritten end of `rest[0]`, after a short write ended inside it.
+    let mut split: Option<&[u8]> = None;
     while !rest.is_empty() {
-        let n = pwritev_once(file, offset, rest)?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let one;
+        let window = match split {
+            Some(part) => {
+                one = [IoSlice::new(part)];
+                &one[..]
+            }
+            None => &rest[..rest.len().min(IOV_MAX)],
+        };
+        let want: usize = window.iter().map(|b| b.len()).sum();
+        let mut n = if want == 0 {
+            0
+        } else {
+            match write_once(offset, window) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        debug_assert!(n <= want, "wrote {n} of {want} bytes");
         offset += n as u64;
-        IoSlice::advance_slices(&mut rest, n);
+        if let Some(part) = split {
+            if n < part.len() {
+                split = Some(&part[n..]);
+                continue;
+            }
+            split = None;
+            rest = &rest[1..];
+            continue;
+        }
+        // Past the slices written in full (and any empty ones after them).
+        while let Some(first) = rest.first() {
+            if first.len() > n {
+                break;
+            }
+            n -= first.len();
+            rest = &rest[1..];
+        }
+        if n > 0 {
+            split = Some(&rest[0][n..]);
+        }
     }
     Ok(())
 }
@@ -390,7 +424,10 @@ impl SegmentFile for DiskFile {
             ));
         }
         match self.method {
-            WriteMethod::Pwrite => pwritev_all(&self.file, offset, bufs),
+            WriteMethod::Pwrite => {
+                let file = &self.file;
+                write_all_vectored(offset, bufs, |off, b| pwritev_once(file, off, b))
+            }
             WriteMethod::Mmap => {
                 if self.map.is_none() {
                     // SAFETY: as in `read_all`; the map is private to this handle.
@@ -804,6 +841,112 @@ impl<F: SegmentFile> SegmentFile for FaultyFile<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake `pwritev` over a vector: checks the slice count and that each
+    /// call continues where the last one stopped, and writes at most what
+    /// `limit(call)` allows (`None`: fail with `EINTR`).
+    fn fake_disk(
+        disk: &mut Vec<u8>,
+        calls: &mut Vec<usize>,
+        mut limit: impl FnMut(usize) -> Option<usize>,
+    ) -> impl FnMut(u64, &[IoSlice<'_>]) -> io::Result<usize> {
+        move |offset, bufs| {
+            assert!(bufs.len() <= IOV_MAX, "{} slices in one call", bufs.len());
+            assert_eq!(
+                offset as usize,
+                disk.len(),
+                "a write must continue the last"
+            );
+            let call = calls.len();
+            calls.push(bufs.len());
+            let Some(max) = limit(call) else {
+                return Err(io::ErrorKind::Interrupted.into());
+            };
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(max - n);
+                disk.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            Ok(n)
+        }
+    }
+
+    fn slices_of(bufs: &[Vec<u8>]) -> Vec<IoSlice<'_>> {
+        bufs.iter().map(|b| IoSlice::new(b)).collect()
+    }
+
+    #[test]
+    fn vectored_writes_split_at_iov_max() {
+        // Lengths 0..=9, empty slices included, 2.9 windows of slices.
+        let bufs: Vec<Vec<u8>> = (0..2950u32)
+            .map(|i| vec![(i % 251) as u8; (i % 10) as usize])
+            .collect();
+        let want: Vec<u8> = bufs.concat();
+        let (mut disk, mut calls) = (Vec::new(), Vec::new());
+        write_all_vectored(
+            0,
+            &slices_of(&bufs),
+            fake_disk(&mut disk, &mut calls, |_| Some(usize::MAX)),
+        )
+        .unwrap();
+        assert_eq!(disk, want);
+        assert_eq!(calls, [IOV_MAX, IOV_MAX, 2950 - 2 * IOV_MAX]);
+        // Within the limit: one call, whatever the slices.
+        let few = &bufs[..IOV_MAX];
+        let (mut disk, mut calls) = (Vec::new(), Vec::new());
+        let f = fake_disk(&mut disk, &mut calls, |_| Some(usize::MAX));
+        write_all_vectored(0, &slices_of(few), f).unwrap();
+        assert_eq!((disk, calls), (few.concat(), vec![IOV_MAX]));
+        // Nothing to write: no call.
+        let empty = vec![Vec::new(); 3000];
+        let (mut disk, mut calls) = (Vec::new(), Vec::new());
+        let f = fake_disk(&mut disk, &mut calls, |_| Some(usize::MAX));
+        write_all_vectored(0, &slices_of(&empty), f).unwrap();
+        assert!(disk.is_empty() && calls.is_empty());
+    }
+
+    #[test]
+    fn vectored_writes_survive_short_writes_and_interrupts() {
+        let bufs: Vec<Vec<u8>> = (0..2500u32)
+            .map(|i| vec![(i % 253) as u8; [0, 1, 7, 4096, 13][i as usize % 5]])
+            .collect();
+        let want: Vec<u8> = bufs.concat();
+        // Short writes that end inside a slice, on a slice boundary, inside
+        // the next window; interrupted calls in between.
+        let limits = [
+            Some(1),
+            Some(5000),
+            None,
+            Some(7),
+            Some(4096),
+            Some(100_000),
+            None,
+        ];
+        let (mut disk, mut calls) = (Vec::new(), Vec::new());
+        let f = fake_disk(&mut disk, &mut calls, |c| limits[c % limits.len()]);
+        write_all_vectored(0, &slices_of(&bufs), f).unwrap();
+        assert_eq!(disk.len(), want.len());
+        assert!(disk == want, "content differs");
+        assert!(calls.len() > 3);
+        // A write that makes no progress is an error, not a loop.
+        let (mut disk, mut calls) = (Vec::new(), Vec::new());
+        let f = fake_disk(&mut disk, &mut calls, |c| Some(if c < 2 { 10 } else { 0 }));
+        let err = write_all_vectored(0, &slices_of(&bufs), f).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+        // Other errors end the write.
+        let mut n = 0;
+        let err = write_all_vectored(0, &slices_of(&bufs), |_, b: &[IoSlice<'_>]| {
+            n += 1;
+            if n == 2 {
+                Err(io::Error::other("disk on fire"))
+            } else {
+                Ok(b[0].len().max(1).min(b.iter().map(|s| s.len()).sum()))
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+    }
 
     #[test]
     fn mem_crash_keeps_synced_and_drops_unsynced() {

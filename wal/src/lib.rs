@@ -617,17 +617,22 @@ impl<D: SegmentDir> Wal<D> {
     fn append_inner(&mut self, entries: &[Entry]) -> Result<()> {
         let mut rest = entries;
         while !rest.is_empty() {
-            let avail = self.active.avail(&self.pending);
+            let sum = rest.iter().map(record::entry_wire_len).sum();
+            let whole = record::entries_record_len(rest[0].index, rest.len() as u64, sum);
             // A batch that is small next to a segment is not split over two:
             // cutting first leaves the old segment with nothing unsynced, so
             // the cut needs no extra flush of it (one flush per cut fewer).
             // At most a quarter of a segment stays unused.
-            let whole = rest.iter().map(record::entry_wire_len).sum();
-            let whole = record::entries_record_len(rest[0].index, rest.len() as u64, whole);
-            if whole > avail && whole <= self.opts.segment_size / 4 {
+            if whole > self.active.avail(&self.pending) && whole <= self.opts.segment_size / 4 {
                 self.cut(whole)?;
             }
-            let mut n = record::entries_that_fit(rest, self.active.avail(&self.pending));
+            // Usually the whole batch fits: no second pass over it.
+            let avail = self.active.avail(&self.pending);
+            let mut n = if whole <= avail {
+                rest.len()
+            } else {
+                record::entries_that_fit(rest, avail)
+            };
             if n == 0 {
                 let one =
                     record::entries_record_len(rest[0].index, 1, record::entry_wire_len(&rest[0]));

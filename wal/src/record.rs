@@ -84,9 +84,14 @@ pub(crate) const MAGIC: [u8; 8] = *b"KVWALSEG";
 /// The format version written into segment headers.
 pub(crate) const VERSION: u32 = 1;
 
-/// Entry payloads at least this long are written straight from the entry's
-/// buffer (`pwritev`) instead of being copied into the staging buffer.
-const SHARE_THRESHOLD: usize = 512;
+/// Entry payloads up to this long are copied into the staging buffer;
+/// longer ones are written straight from the entry's buffer, each as its
+/// own `iovec` of the `pwritev`. Measured (256 entries per sync, CPU time
+/// per sync on tmpfs and ext4): the kernel's cost per extra `iovec` (and
+/// the reference count of the shared buffer) outweighs a copy up to about
+/// 2 KiB: copying is 15-20% cheaper at 512 B and 1 KiB and 4% at 2 KiB,
+/// sharing 3-7% cheaper at 2.5 KiB and 10-15% at 4 KiB.
+const COPY_MAX: usize = 2048;
 
 /// Record kinds (the low 7 bits of the type byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,15 +367,21 @@ impl Pending {
         if self.pieces.is_empty() {
             return f(&[IoSlice::new(&self.staging), IoSlice::new(tail)]);
         }
-        let mut v = self.slices();
+        let mut v = Vec::with_capacity(self.pieces.len() + 2);
+        self.push_slices(&mut v);
         v.push(IoSlice::new(tail));
         f(&v)
     }
 
     /// The pending bytes as slices, in file order.
     pub(crate) fn slices(&self) -> Vec<IoSlice<'_>> {
+        let mut v = Vec::with_capacity(self.pieces.len() + 2);
+        self.push_slices(&mut v);
+        v
+    }
+
+    fn push_slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
         debug_assert!(self.open.is_none(), "a record is still open");
-        let mut out = Vec::with_capacity(self.pieces.len() + 1);
         for p in &self.pieces {
             out.push(match p {
                 Piece::Staged(s, e) => IoSlice::new(&self.staging[*s..*e]),
@@ -380,7 +391,6 @@ impl Pending {
         if self.staging.len() > self.run_start {
             out.push(IoSlice::new(&self.staging[self.run_start..]));
         }
-        out
     }
 
     pub(crate) fn clear(&mut self) {
@@ -496,7 +506,7 @@ impl Pending {
             self.put_varint(e.term);
             self.put(&[entry_kind(e.entry_type)]);
             self.put_varint(e.data.len() as u64);
-            if e.data.len() >= SHARE_THRESHOLD {
+            if e.data.len() > COPY_MAX {
                 self.put_shared(&e.data);
             } else {
                 self.put(&e.data);
@@ -522,11 +532,6 @@ pub(crate) fn entries_record_len(first_index: u64, count: u64, sum: u64) -> u64 
 /// How many of `entries` fit in one record of at most `avail` bytes.
 pub(crate) fn entries_that_fit(entries: &[Entry], avail: u64) -> usize {
     let first = entries[0].index;
-    // Usually all of them do: one pass to sum, one comparison.
-    let all: u64 = entries.iter().map(entry_wire_len).sum();
-    if entries_record_len(first, entries.len() as u64, all) <= avail {
-        return entries.len();
-    }
     let mut sum = 0;
     for (i, e) in entries.iter().enumerate() {
         sum += entry_wire_len(e);
@@ -882,9 +887,11 @@ mod tests {
     fn entries_payload_is_postcard() {
         // Small payloads are copied, large ones shared: both must produce the
         // bytes postcard produces for the wire struct.
-        let ents = entries(1000, &[0, 5, 600, 511, 512, 4096, 130]);
+        let ents = entries(1000, &[0, 5, 3000, COPY_MAX, COPY_MAX + 1, 4096, 130]);
         let mut p = Pending::new();
         let (crc, len) = p.push_entries(Kind::Entries as u8, 77, &ents);
+        let shared = p.pieces.iter().filter(|p| matches!(p, Piece::Shared(_)));
+        assert_eq!(shared.count(), 3);
         let bytes = bytes_of(&p);
         assert_eq!(bytes.len(), len);
         assert_eq!(len % 8, 0);
@@ -985,7 +992,7 @@ mod tests {
         let mut prev = 99;
         let mut crcs = Vec::new();
         let mut next = 1;
-        for (k, sizes) in [&[10usize, 600][..], &[5], &[700, 700, 3], &[1], &[2000]]
+        for (k, sizes) in [&[10usize, 3000][..], &[5], &[2100, 2100, 3], &[1], &[5000]]
             .iter()
             .enumerate()
         {

@@ -315,7 +315,11 @@ fn workload<D: SegmentDir>(w: &mut Wal<D>, h: &mut History, rng: &mut Rng) -> Re
                 let back = rng.range(0, 3).min(m.last_index() - m.snapshot.index);
                 let first = m.last_index() + 1 - back;
                 let term = m.term(first - 1).unwrap_or(1) + u64::from(back > 0);
-                let ents = batch(first, rng.range(1, 6), term, rng.range(0, 900) as usize);
+                // Some payloads over 2 KiB: written from their own buffers.
+                let n = rng.range(1, 6);
+                let len = rng.range(0, 900) as usize;
+                let len = if first % 4 == 0 { 2049 + len / 3 } else { len };
+                let ents = batch(first, n, term, len);
                 m.append(&ents);
                 h.push(Some(&ents), m);
                 w.append(&ents)?;

@@ -55,7 +55,9 @@ fn op() -> impl Strategy<Value = Op> {
         any::<u64>().prop_map(Crash::Tear),
     ];
     prop_oneof![
-        10 => (0u8..4, 1u8..8, 0u16..700, prop::bool::weighted(0.2))
+        // Payloads over 2 KiB are written from the entries' own buffers,
+        // smaller ones copied: both kinds, mixed within records.
+        10 => (0u8..4, 1u8..8, prop_oneof![6 => 0u16..700, 1 => 2049u16..2400], prop::bool::weighted(0.2))
             .prop_map(|(back, n, len, bump)| Op::Append { back, n, len, bump }),
         2 => Just(Op::HardState),
         2 => (0u8..130, prop::bool::weighted(0.2)).prop_map(|(pos, conflict)| Op::Snapshot { pos, conflict }),

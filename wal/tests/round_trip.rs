@@ -359,10 +359,82 @@ fn missing_segment_is_an_error(b: impl Backend) {
 }
 both!(missing_segment_is_an_error);
 
+/// Entries `first..first + n` of `term`, their sizes taken in turn from
+/// `sizes`: payloads above 2 KiB are written from their own buffers, smaller
+/// ones copied, so the two kinds of pieces alternate in the write.
+fn mixed(first: u64, n: u64, term: u64, sizes: &[usize]) -> Vec<raft_core::Entry> {
+    (first..first + n)
+        .map(|i| entry(i, term, sizes[i as usize % sizes.len()]))
+        .collect()
+}
+
+fn many_large_entries_in_one_write(b: impl Backend) {
+    // More pieces than one `pwritev` takes (1024): the write is split, at
+    // varying places inside records and between a framing and its payload.
+    let o = opts(16 << 20);
+    let mut m = Model::default();
+    let (mut w, _) = b.open(&o).unwrap();
+    let ents = mixed(1, 1500, 1, &[2049, 10, 5000, 0, 4096, 2048, 3, 3000]);
+    w.append(&ents).unwrap();
+    m.append(&ents);
+    m.hard_state.commit = 1500;
+    w.save_hard_state(&m.hard_state).unwrap();
+    w.sync().unwrap();
+    // Over 4 MiB of large entries: part of it is written before the sync.
+    let ents = mixed(1501, 1300, 1, &[4096, 3500]);
+    w.append(&ents).unwrap();
+    m.append(&ents);
+    w.sync().unwrap();
+    drop(w);
+    let (mut w, r) = b.open(&o).unwrap();
+    assert_recovered(&r, &m);
+    assert!(r.report.torn_tail.is_none());
+    // An overwrite of the suffix, from the middle of the last write.
+    let ents = mixed(2000, 1100, 2, &[2100, 1, 8000]);
+    w.append(&ents).unwrap();
+    m.append(&ents);
+    w.sync().unwrap();
+    drop(w);
+    let (_w, r) = b.open(&o).unwrap();
+    assert_recovered(&r, &m);
+}
+both!(many_large_entries_in_one_write);
+
+fn large_entries_roll_over_segments(b: impl Backend) {
+    // Batches of large entries, each several times a segment: every batch
+    // is split over segments, each part a record of shared payloads.
+    let o = opts(64 << 10);
+    let mut m = Model::default();
+    let (mut w, _) = b.open(&o).unwrap();
+    let mut next = 1;
+    for round in 0..12u64 {
+        let ents = mixed(next, 40 + round, 1, &[2049, 6000, 100, 4096, 30_000]);
+        next += ents.len() as u64;
+        w.append(&ents).unwrap();
+        m.append(&ents);
+        m.hard_state.commit = next - 1;
+        w.save_hard_state(&m.hard_state).unwrap();
+        w.sync().unwrap();
+    }
+    assert!(w.stats().segments > 50, "{:?}", w.stats());
+    drop(w);
+    let (mut w, r) = b.open(&o).unwrap();
+    assert_recovered(&r, &m);
+    assert!(r.report.torn_tail.is_none());
+    let ents = mixed(next, 30, 2, &[70_000, 5000]);
+    w.append(&ents).unwrap();
+    m.append(&ents);
+    w.sync().unwrap();
+    drop(w);
+    let (_w, r) = b.open(&o).unwrap();
+    assert_recovered(&r, &m);
+}
+both!(large_entries_roll_over_segments);
+
 #[test]
 fn mmap_write_method_round_trips() {
-    let d = Disk(tempfile::tempdir().unwrap(), WriteMethod::Mmap);
-    across_segments(d);
+    across_segments(Disk(tempfile::tempdir().unwrap(), WriteMethod::Mmap));
+    large_entries_roll_over_segments(Disk(tempfile::tempdir().unwrap(), WriteMethod::Mmap));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Model, assert_recovered, batch, entry};
-use raft_core::{HardState, SnapshotMetadata};
+use raft_core::{Entry, HardState, SnapshotMetadata};
 use wal::file::{Faults, FaultyDir, MemDir};
 use wal::{DiskDir, Options, Recovered, SegmentDir, Wal, WalError, WriteMethod};
 
@@ -25,6 +25,24 @@ trait Backend {
     fn open(&self, opts: &Options) -> Result<(Wal<Self::D>, Recovered), WalError>;
     fn files(&self) -> Vec<String>;
     fn remove(&self, name: &str);
+
+    /// Appends `ents` to the log and to the model, syncs, closes the log and
+    /// reopens it; what it recovers must match the model.
+    fn write_and_reopen(
+        &self,
+        o: &Options,
+        mut w: Wal<Self::D>,
+        m: &mut Model,
+        ents: &[Entry],
+    ) -> (Wal<Self::D>, Recovered) {
+        w.append(ents).unwrap();
+        m.append(ents);
+        w.sync().unwrap();
+        drop(w);
+        let (w, r) = self.open(o).unwrap();
+        assert_recovered(&r, m);
+        (w, r)
+    }
 }
 
 struct Disk(tempfile::TempDir, WriteMethod);
@@ -115,18 +133,13 @@ fn across_segments(b: impl Backend) {
     assert_eq!((stats.first_index, stats.last_index), (1, next - 1));
     assert!(stats.syncs >= 40 && stats.bytes_synced > 40 * 100);
     drop(w);
-    let (mut w, r) = b.open(&o).unwrap();
+    let (w, r) = b.open(&o).unwrap();
     assert_recovered(&r, &m);
     assert_eq!(r.report.segments, stats.segments);
     assert!(r.report.torn_tail.is_none());
     // The log goes on where it stopped.
     let ents = batch(next, 50, 2, 64);
-    w.append(&ents).unwrap();
-    m.append(&ents);
-    w.sync().unwrap();
-    drop(w);
-    let (_w, r) = b.open(&o).unwrap();
-    assert_recovered(&r, &m);
+    b.write_and_reopen(&o, w, &mut m, &ents);
 }
 both!(across_segments);
 
@@ -382,21 +395,11 @@ fn many_large_entries_in_one_write(b: impl Backend) {
     w.sync().unwrap();
     // Over 4 MiB of large entries: part of it is written before the sync.
     let ents = mixed(1501, 1300, 1, &[4096, 3500]);
-    w.append(&ents).unwrap();
-    m.append(&ents);
-    w.sync().unwrap();
-    drop(w);
-    let (mut w, r) = b.open(&o).unwrap();
-    assert_recovered(&r, &m);
+    let (w, r) = b.write_and_reopen(&o, w, &mut m, &ents);
     assert!(r.report.torn_tail.is_none());
     // An overwrite of the suffix, from the middle of the last write.
     let ents = mixed(2000, 1100, 2, &[2100, 1, 8000]);
-    w.append(&ents).unwrap();
-    m.append(&ents);
-    w.sync().unwrap();
-    drop(w);
-    let (_w, r) = b.open(&o).unwrap();
-    assert_recovered(&r, &m);
+    b.write_and_reopen(&o, w, &mut m, &ents);
 }
 both!(many_large_entries_in_one_write);
 
@@ -418,16 +421,11 @@ fn large_entries_roll_over_segments(b: impl Backend) {
     }
     assert!(w.stats().segments > 50, "{:?}", w.stats());
     drop(w);
-    let (mut w, r) = b.open(&o).unwrap();
+    let (w, r) = b.open(&o).unwrap();
     assert_recovered(&r, &m);
     assert!(r.report.torn_tail.is_none());
     let ents = mixed(next, 30, 2, &[70_000, 5000]);
-    w.append(&ents).unwrap();
-    m.append(&ents);
-    w.sync().unwrap();
-    drop(w);
-    let (_w, r) = b.open(&o).unwrap();
-    assert_recovered(&r, &m);
+    b.write_and_reopen(&o, w, &mut m, &ents);
 }
 both!(large_entries_roll_over_segments);
 

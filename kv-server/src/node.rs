@@ -655,7 +655,14 @@ impl<T: PeerSink> Node<T> {
         // 5. Reads.
         for rs in rd.take_read_states() {
             let ctx = rs.request_ctx.as_ref().try_into().map(u64::from_le_bytes);
-            if let Some(batch) = ctx.ok().and_then(|c| self.sent_reads.remove(&c)) {
+            let Some(ctx) = ctx.ok().filter(|c| self.sent_reads.contains_key(c)) else {
+                continue;
+            };
+            // Older rounds still waiting were lost (a dropped message): their
+            // reads arrived before this round began, so its index serves
+            // them too, rather than letting them wait out their deadline.
+            let newer = self.sent_reads.split_off(&(ctx + 1));
+            for (_, batch) in std::mem::replace(&mut self.sent_reads, newer) {
                 self.metrics.read_index.observe(batch.started.elapsed());
                 self.confirmed_reads.push_back((rs.index, batch));
             }

@@ -9,7 +9,8 @@
 # Per round and system, phases run back to back:
 #   wrk   write  PUT /keys/K (kv)      | POST /v3/kv/put (etcd's v3 JSON gateway)
 #   wrk   read   GET /keys/K (kv)      | POST /v3/kv/range (etcd), both linearizable
-#   kv-client bench, kv only: writes, then linearizable reads, over binary then HTTP.
+#   kv-client bench, kv only: writes, then linearizable reads, over binary then HTTP, with
+#   each of ROUTINGS (default "leader spread": connections to the leader, or round robin).
 # wrk drives the leader (both systems forward writes to it; this keeps the extra hop out of
 # the comparison) with CLIENTS connections (default 64) on 2 threads; kv-client bench
 # spreads its clients over the three nodes. Values are 100 bytes, keys random among
@@ -23,6 +24,7 @@ ROUNDS=${1:-2}
 DURATION=${2:-10s}
 CLIENTS=${CLIENTS:-64}
 KEYSPACE=${KEYSPACE:-10000}
+ROUTINGS=${ROUTINGS:-leader spread}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SERVER=$ROOT/target/release/kv-server
 CLIENT=$ROOT/target/release/kv-client
@@ -144,14 +146,14 @@ run_wrk() { # SYSTEM WORKLOAD URL MODE
     tail -n 1 "$DIR/wrk.out" | record "$1" wrk http "$2" "$before" "$after"
 }
 
-run_kv_client() { # PROTOCOL WORKLOAD READ_RATIO
+run_kv_client() { # PROTOCOL WORKLOAD READ_RATIO ROUTING
     local before after
     before=$(server_cpu)
     "$CLIENT" --endpoints "$(IFS=,; echo "${KV_CLIENT_URLS[*]}")" --json bench \
         --clients "$CLIENTS" --duration "$DURATION" --keyspace "$KEYSPACE" --value-size 100 \
-        --read-ratio "$3" --protocol "$1" >"$DIR/client.json"
+        --read-ratio "$3" --protocol "$1" --routing "$4" >"$DIR/client.json"
     after=$(server_cpu)
-    record kv kv-client "$1" "$2" "$before" "$after" <"$DIR/client.json"
+    record kv kv-client "$1/$4" "$2" "$before" "$after" <"$DIR/client.json"
 }
 
 : >"$DIR/round.jsonl"
@@ -161,9 +163,11 @@ for round in $(seq 1 "$ROUNDS"); do
     leader=$(kv_leader)
     run_wrk kv write "$leader" kv-put
     run_wrk kv read "$leader" kv-get
-    for protocol in binary http; do
-        run_kv_client "$protocol" write 0
-        run_kv_client "$protocol" read 1
+    for routing in $ROUTINGS; do
+        for protocol in binary http; do
+            run_kv_client "$protocol" write 0 "$routing"
+            run_kv_client "$protocol" read 1 "$routing"
+        done
     done
     stop
     rm -rf "$DIR"/kv-*
@@ -180,11 +184,11 @@ done
 python3 - "$DIR/round.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("%-5s %-9s %-6s %-5s %9s %6s %8s %8s %8s %9s" % (
+print("%-5s %-9s %-13s %-5s %9s %6s %8s %8s %8s %9s" % (
     "sys", "tool", "proto", "load", "ops/s", "errs", "p50 ms", "p99 ms", "p99.9 ms", "cpu us/op"))
 for r in rows:
     l = r["latency_us"]
-    print("%-5s %-9s %-6s %-5s %9.0f %6d %8.2f %8.2f %8.2f %9.1f" % (
+    print("%-5s %-9s %-13s %-5s %9.0f %6d %8.2f %8.2f %8.2f %9.1f" % (
         r["system"], r["tool"], r["protocol"], r["workload"], r["ops_per_s"], r["errors"],
         l["p50"] / 1e3, l["p99"] / 1e3, l["p999"] / 1e3, r["cpu_us_per_op"]))
 
@@ -196,15 +200,20 @@ def mean(sel):
         "p99": sum(r["latency_us"]["p99"] for r in v) / len(v)}
 
 print()
+for routing in ("leader", "spread"):
+    for load in ("write", "read"):
+        b = mean({"tool": "kv-client", "protocol": "binary/" + routing, "workload": load})
+        h = mean({"tool": "kv-client", "protocol": "http/" + routing, "workload": load})
+        if b and h:
+            print("kv-client %-6s %-5s binary/http: throughput %.2fx, cpu per op %.2fx" % (
+                routing, load, b["ops_per_s"] / h["ops_per_s"], b["cpu_us_per_op"] / h["cpu_us_per_op"]))
 for load in ("write", "read"):
-    kv, etcd = mean({"system": "kv", "tool": "wrk", "workload": load}), mean({"system": "etcd", "workload": load})
-    if kv and etcd:
-        print("wrk %-5s kv/etcd: throughput %.2fx, p99 %.2fx, cpu per op %.2fx" % (
-            load, kv["ops_per_s"] / etcd["ops_per_s"], kv["p99"] / etcd["p99"],
-            kv["cpu_us_per_op"] / etcd["cpu_us_per_op"]))
-for load in ("write", "read"):
-    b, h = mean({"tool": "kv-client", "protocol": "binary", "workload": load}), mean({"tool": "kv-client", "protocol": "http", "workload": load})
-    if b and h:
-        print("kv-client %-5s binary/http: throughput %.2fx, cpu per op %.2fx" % (
-            load, b["ops_per_s"] / h["ops_per_s"], b["cpu_us_per_op"] / h["cpu_us_per_op"]))
+    etcd = mean({"system": "etcd", "workload": load})
+    kv = [r for r in rows if r["system"] == "kv" and r["workload"] == load]
+    if etcd and kv:
+        for tool, proto in sorted({(r["tool"], r["protocol"]) for r in kv}):
+            m = mean({"system": "kv", "tool": tool, "protocol": proto, "workload": load})
+            print("%-5s kv %-9s %-13s vs etcd: throughput %.2fx, p99 %.2fx, cpu per op %.2fx" % (
+                load, tool, proto, m["ops_per_s"] / etcd["ops_per_s"], m["p99"] / etcd["p99"],
+                m["cpu_us_per_op"] / etcd["cpu_us_per_op"]))
 PY

@@ -12,11 +12,20 @@
 //! 1. send `messages()` at once: a leader's appends go out while its own
 //!    write is in flight (Raft thesis §10.2.1); raft-core keeps every
 //!    acknowledgement in `persisted_messages()`, so nothing is acked early;
-//! 2. persist the snapshot, entries and hard state, with one sync;
-//! 3. send `persisted_messages()`;
-//! 4. apply committed entries, answering the requests that arrived here;
-//! 5. note read states, `advance`, serve reads whose index is applied;
-//! 6. snapshot and release WAL segments every `snapshot_count` entries.
+//! 2. restore a snapshot from the leader (its file saved first);
+//! 3. apply committed entries, answering the requests that arrived here.
+//!    This comes before our own write of the Ready's new entries, as etcd's
+//!    server applies concurrently with it: a committed entry is already
+//!    durable on a quorum (acknowledgements, the leader's own included, are
+//!    sent only after persisting), so answering it cannot wait for another
+//!    sync; and the state machine lives in memory, so a crash loses nothing
+//!    that recovery (snapshot + WAL) does not rebuild;
+//! 4. persist the entries and hard state, with one sync;
+//! 5. send `persisted_messages()`;
+//! 6. note read states, `advance`, serve reads whose index is applied;
+//! 7. snapshot (only now: the entries it covers are in the log storage)
+//!    after a membership change and every `snapshot_count` entries; the file
+//!    is written on another thread and the WAL released once it is durable.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc;
@@ -25,8 +34,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{
     ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeType, Config, Entry, EntryType,
-    Error as RaftError, MemStorage, Message, NodeId, RawNode, Ready, SnapshotStatus, StateRole,
-    Storage,
+    Error as RaftError, MemStorage, Message, NodeId, RawNode, Ready, Snapshot, SnapshotStatus,
+    StateRole, Storage,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -193,6 +202,9 @@ pub struct Node<T: PeerSink> {
     leader: NodeId,
     applied: u64,
     snapshot_index: u64,
+    /// A membership change was applied in this Ready: take a snapshot once
+    /// it is persisted.
+    conf_changed: bool,
     removed: bool,
 }
 
@@ -310,6 +322,7 @@ impl<T: PeerSink> Node<T> {
             leader: 0,
             applied: snapshot_index,
             snapshot_index,
+            conf_changed: false,
             removed: false,
         })
     }
@@ -629,7 +642,20 @@ impl<T: PeerSink> Node<T> {
         }
         // 1. Appends and heartbeats go out while we write.
         self.transport.send(rd.take_messages());
-        // 2. Persist, one sync.
+        // 2. A snapshot from the leader replaces our state.
+        if let Some(snap) = rd.take_snapshot() {
+            self.restore(snap)?;
+        }
+        // 3. Apply, and answer the writes. Committed entries are durable on a
+        // quorum already (every acknowledgement, the leader's own included,
+        // is sent only once persisted), so they need not wait for this
+        // Ready's write of newer entries: that would add one sync to every
+        // write's latency. (etcd's server applies concurrently with
+        // persisting too.)
+        for entry in rd.take_committed_entries() {
+            self.apply(entry)?;
+        }
+        // 4. Persist, one sync.
         let sync_started = Instant::now();
         let appended = !rd.entries().is_empty();
         self.persist(&mut rd)?;
@@ -646,13 +672,9 @@ impl<T: PeerSink> Node<T> {
                 self.metrics.to_sync.observe(w.proposed.elapsed());
             }
         }
-        // 3. Acknowledgements only now.
+        // 5. Acknowledgements only now.
         self.transport.send(rd.take_persisted_messages());
-        // 4. Apply.
-        for entry in rd.take_committed_entries() {
-            self.apply(entry)?;
-        }
-        // 5. Reads.
+        // 6. Reads.
         for rs in rd.take_read_states() {
             let ctx = rs.request_ctx.as_ref().try_into().map(u64::from_le_bytes);
             let Some(ctx) = ctx.ok().filter(|c| self.sent_reads.contains_key(c)) else {
@@ -670,22 +692,32 @@ impl<T: PeerSink> Node<T> {
         self.raw.advance(rd);
         self.finish_transfers();
         self.serve_reads();
+        // Snapshots only now that the entries they cover are in the log
+        // storage (committed entries may have been applied before they were
+        // persisted here).
+        if std::mem::take(&mut self.conf_changed) {
+            // A node added now will be caught up from a snapshot: it must
+            // carry the membership that includes it, so take one.
+            self.snapshot_now()?;
+        }
         self.maybe_snapshot()?;
         Ok(())
     }
 
+    /// Replaces this node's state with a snapshot from the leader (its file
+    /// first: the WAL marker written with it must find it on restart).
+    fn restore(&mut self, snap: Snapshot) -> anyhow::Result<()> {
+        let state = NodeSnapshot::decode(&snap.data)?;
+        self.disk.save_snapshot(&snap)?;
+        self.sm = StateMachine::restore(&state.kv)?;
+        self.set_members(state.members);
+        self.applied = snap.metadata.index;
+        self.snapshot_index = snap.metadata.index;
+        self.raw.store_mut().apply_snapshot(snap)?;
+        Ok(())
+    }
+
     fn persist(&mut self, rd: &mut Ready) -> anyhow::Result<()> {
-        if let Some(snap) = rd.take_snapshot() {
-            // A snapshot from the leader replaces our state.
-            let state = NodeSnapshot::decode(&snap.data)?;
-            self.disk.save_snapshot(&snap)?;
-            self.sm = StateMachine::restore(&state.kv)?;
-            self.set_members(state.members);
-            self.applied = snap.metadata.index;
-            self.snapshot_index = snap.metadata.index;
-            self.raw.store_mut().apply_snapshot(snap)?;
-            // Reads confirmed at an index the snapshot covers can go now.
-        }
         let entries = rd.entries();
         if !entries.is_empty() {
             self.disk.append(entries)?;
@@ -786,11 +818,7 @@ impl<T: PeerSink> Node<T> {
                 let cc = ConfChangeI::from_entry(&entry)
                     .map_err(|e| anyhow::anyhow!("entry {index}: {e}"))?;
                 self.apply_conf_change(&cc);
-                self.applied = index;
-                // A node added now will be caught up from a snapshot: it
-                // must carry the membership that includes it, so take one.
-                self.snapshot_now()?;
-                return Ok(());
+                self.conf_changed = true;
             }
         }
         self.applied = index;

@@ -70,6 +70,14 @@ pub trait SegmentFile: Send + 'static {
     /// # Errors
     /// Any failure to flush; the state of the written data is then unknown.
     fn sync(&mut self) -> io::Result<()>;
+
+    /// Starts writing `len` bytes at `offset` back to the device without
+    /// waiting for them. A hint for large writes; it changes nothing about
+    /// durability, which only [`SegmentFile::sync`] gives, so failures are
+    /// left for it to report. The default does nothing.
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// A directory of log files.
@@ -442,6 +450,23 @@ impl SegmentFile for DiskFile {
                 let (lo, hi) = self.dirty.unwrap_or((offset as usize, pos));
                 self.dirty = Some((lo.min(offset as usize), hi.max(pos)));
                 Ok(())
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        if self.method == WriteMethod::Pwrite && len > 0 {
+            // SAFETY: a plain system call on a descriptor this handle owns.
+            // Its result is ignored: the sync that follows reports failures.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
             }
         }
     }

@@ -243,8 +243,10 @@ const _: () = {
     assert_send::<SnapStore>();
 };
 
-/// Pending records beyond this size are written out before `sync`.
-const FLUSH_THRESHOLD: usize = 4 << 20;
+/// Pending records beyond this size are written out before `sync`, and the
+/// device is asked to start writing them back: a large batch's checksums and
+/// copies then overlap with the device's work instead of preceding it.
+const FLUSH_THRESHOLD: usize = 256 << 10;
 
 /// Segments larger than the configured size are rounded up to this.
 const OVERSIZE_ALIGN: u64 = 1 << 20;
@@ -633,6 +635,11 @@ impl<D: SegmentDir> Wal<D> {
             } else {
                 record::entries_that_fit(rest, avail)
             };
+            // A large batch goes out in pieces of about FLUSH_THRESHOLD.
+            let room = FLUSH_THRESHOLD.saturating_sub(self.pending.len()) as u64;
+            if whole.min(avail) > room {
+                n = n.min(record::entries_that_fit(rest, room).max(1));
+            }
             if n == 0 {
                 let one =
                     record::entries_record_len(rest[0].index, 1, record::entry_wire_len(&rest[0]));
@@ -649,7 +656,9 @@ impl<D: SegmentDir> Wal<D> {
             self.active.info.max_index = self.active.info.max_index.max(last);
             rest = tail;
             if self.pending.len() >= FLUSH_THRESHOLD {
+                let from = self.active.written;
                 self.flush()?;
+                self.active.start_writeback(from);
             }
         }
         Ok(())

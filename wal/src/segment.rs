@@ -100,6 +100,12 @@ impl<F: SegmentFile> Active<F> {
         Ok(n)
     }
 
+    /// Asks the device to start writing back what was flushed from `from`
+    /// on, without waiting (a hint: durability still takes [`Self::sync`]).
+    pub(crate) fn start_writeback(&mut self, from: u64) {
+        self.file.start_writeback(from, self.written - from);
+    }
+
     /// Makes everything flushed durable. Returns the bytes newly durable.
     pub(crate) fn sync(&mut self) -> io::Result<u64> {
         let n = self.written - self.synced;

@@ -895,18 +895,7 @@ mod tests {
         let bytes = bytes_of(&p);
         assert_eq!(bytes.len(), len);
         assert_eq!(len % 8, 0);
-        let wire = EntriesWire {
-            first_index: 1000,
-            entries: ents
-                .iter()
-                .map(|e| EntryWire {
-                    term: e.term,
-                    kind: entry_kind(e.entry_type),
-                    data: RawBytes(&e.data),
-                })
-                .collect(),
-        };
-        let expected = postcard::to_allocvec(&wire).unwrap();
+        let expected = postcard_entries(1000, &ents);
         let Frame::Record(rec) = frame_at(&bytes, 0) else {
             panic!("not a record")
         };
@@ -931,23 +920,25 @@ mod tests {
         assert_eq!(out2, ents);
     }
 
+    /// An entries payload as postcard writes it from the wire types.
+    fn postcard_entries(first_index: u64, ents: &[Entry]) -> Vec<u8> {
+        let wire = EntriesWire {
+            first_index,
+            entries: ents
+                .iter()
+                .map(|e| EntryWire {
+                    term: e.term,
+                    kind: entry_kind(e.entry_type),
+                    data: RawBytes(&e.data),
+                })
+                .collect(),
+        };
+        postcard::to_allocvec(&wire).unwrap()
+    }
+
     #[test]
     fn entries_decoder_rejects_bad_payloads() {
-        let good = {
-            let e = entries(5, &[3, 4]);
-            let wire = EntriesWire {
-                first_index: 5,
-                entries: e
-                    .iter()
-                    .map(|e| EntryWire {
-                        term: e.term,
-                        kind: entry_kind(e.entry_type),
-                        data: RawBytes(&e.data),
-                    })
-                    .collect(),
-            };
-            postcard::to_allocvec(&wire).unwrap()
-        };
+        let good = postcard_entries(5, &entries(5, &[3, 4]));
         let run = |p: &[u8]| -> Result<Vec<Entry>, String> {
             let rec = EntriesRecord::parse(Bytes::copy_from_slice(p))?;
             let mut out = Vec::new();

@@ -115,8 +115,9 @@ pub enum Request {
         /// The node's id.
         id: u64,
     },
-    /// Transfer leadership to node `to`: [`Response::Done`] once every node sees the new
-    /// leader; [`ErrorKind::Unavailable`] if the transfer fails.
+    /// Transfer leadership to node `to`: [`Response::Done`] once the node asked follows the
+    /// new leader and has applied an entry of its term (so a quorum follows it);
+    /// [`ErrorKind::Unavailable`] if the transfer fails.
     TransferLeader {
         /// The node to hand leadership to.
         to: u64,

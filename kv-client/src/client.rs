@@ -616,8 +616,7 @@ impl Client {
         self.done("remove-node", Request::RemoveNode { id }).await
     }
 
-    /// Hands leadership to node `to`; answers once the node asked follows `to` and has applied
-    /// an entry of its term (a quorum follows it; the other nodes hear of it within a round trip).
+    /// Hands leadership to node `to`, once every node sees it as the leader.
     ///
     /// # Errors
     ///

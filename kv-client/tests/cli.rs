@@ -618,8 +618,7 @@ fn transfers_leadership() {
     let leader = agreed_leader(&c);
     let target = if leader == 3 { 2 } else { 3 };
     kv(&ep, &["transfer-leader", &target.to_string()]).ok();
-    // The transfer answers once a quorum follows the new leader; the others hear of it within
-    // a round trip, before the status below.
+    // The transfer answers once every node sees the new leader.
     for row in status_rows(&c) {
         assert_eq!(row["leader"], target, "{row}");
     }

@@ -85,7 +85,7 @@ async fn calls_go_to_the_leader_and_follow_it_after_a_transfer() {
     lazy.put("k", "3").await.unwrap();
     assert_eq!(lazy.connected_to().unwrap().to_string(), leader_ep);
 
-    // The transfer answers once a quorum follows the new leader.
+    // The transfer answers once every node sees the new leader.
     let target = followers[1];
     let target_ep = c.node(target).endpoint();
     routed.transfer_leader(target).await.unwrap();

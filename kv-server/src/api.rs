@@ -115,9 +115,10 @@ pub enum Request {
         /// The node's id.
         id: u64,
     },
-    /// Transfer leadership to node `to`: [`Response::Done`] once the node asked follows the
-    /// new leader and has applied an entry of its term (so a quorum follows it);
-    /// [`ErrorKind::Unavailable`] if the transfer fails.
+    /// Transfer leadership to node `to`: [`Response::Done`] once every node sees the new
+    /// leader (the node asked has applied the new term's marker, which the new leader
+    /// proposes once every member has acknowledged it, or after an election timeout if one
+    /// is down); [`ErrorKind::Unavailable`] if the transfer fails.
     TransferLeader {
         /// The node to hand leadership to.
         to: u64,

@@ -205,6 +205,12 @@ pub struct Node<T: PeerSink> {
     /// A membership change was applied in this Ready: take a snapshot once
     /// it is persisted.
     conf_changed: bool,
+    /// While this node leads: its term, the last index when it took over,
+    /// and when; until every member has acknowledged that index (or an
+    /// election timeout has passed), then it proposes the term's marker.
+    leading: Option<(u64, u64, Instant)>,
+    /// The last term whose marker this node applied (see [`Node::mark_term`]).
+    marked_term: u64,
     removed: bool,
 }
 
@@ -323,6 +329,8 @@ impl<T: PeerSink> Node<T> {
             applied: snapshot_index,
             snapshot_index,
             conf_changed: false,
+            leading: None,
+            marked_term: 0,
             removed: false,
         })
     }
@@ -369,6 +377,7 @@ impl<T: PeerSink> Node<T> {
                 }
             }
             self.send_read_index();
+            self.mark_term();
             self.handle_ready()?;
             self.disk.finish_background_save(false)?;
             if stop {
@@ -581,6 +590,30 @@ impl<T: PeerSink> Node<T> {
         self.transfers.push((to, tx, deadline));
     }
 
+    /// On a leader: once every member has acknowledged the entries it held
+    /// when it took over (so every member knows it leads), or an election
+    /// timeout later (a member that is down cannot), proposes the term's
+    /// marker, an empty entry. Whoever applies it knows the whole cluster
+    /// follows this leader: a leader transfer answers then.
+    fn mark_term(&mut self) {
+        let Some((term, start, since)) = self.leading else {
+            return;
+        };
+        let raft = self.raw.raft();
+        let all_acked = raft
+            .tracker()
+            .progress
+            .values()
+            .all(|pr| pr.matched >= start);
+        let waited = since.elapsed() >= self.cfg.tick * self.cfg.election_tick as u32;
+        if raft.term != term || !(all_acked || waited) {
+            return;
+        }
+        if self.raw.propose(Bytes::new()).is_ok() {
+            self.leading = None;
+        }
+    }
+
     /// Whether waiting reads should start a ReadIndex round now. Without a
     /// leader no round can succeed: they wait for one. While a round is in
     /// flight, reads that arrive wait for it to end and then share the next
@@ -748,6 +781,10 @@ impl<T: PeerSink> Node<T> {
     }
 
     fn on_soft_state(&mut self, leader: NodeId, role: StateRole) {
+        self.leading = (role == StateRole::Leader).then(|| {
+            let raft = self.raw.raft();
+            (raft.term, raft.raft_log.last_index(), Instant::now())
+        });
         if leader != self.leader {
             info!(id = self.cfg.id, leader, ?role, "leader changed");
             self.leader = leader;
@@ -765,17 +802,13 @@ impl<T: PeerSink> Node<T> {
     }
 
     /// Answers the leader transfers that are complete: this node sees their
-    /// target as leader and has applied an entry of the target's term, so a
-    /// quorum has accepted the new leader (not only this node) and it can
-    /// serve writes. Nodes that were slower to hear of it learn the leader
-    /// from its next append or heartbeat.
+    /// target as leader and has applied the marker of the target's term, so
+    /// every member has acknowledged the new leader (or, if one could not
+    /// within an election timeout, every member that could).
     fn finish_transfers(&mut self) {
         let raft = self.raw.raft();
         let leader = raft.leader_id();
-        if self.transfers.is_empty()
-            || leader == 0
-            || raft.raft_log.term(self.applied).ok() != Some(raft.term)
-        {
+        if self.transfers.is_empty() || leader == 0 || self.marked_term != raft.term {
             return;
         }
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
@@ -792,7 +825,12 @@ impl<T: PeerSink> Node<T> {
         match entry.entry_type {
             EntryType::Normal => {
                 if entry.data.is_empty() {
-                    // A new leader's empty entry.
+                    // A new leader's empty entry opens its term; an empty
+                    // entry later in the same term is its marker.
+                    let prev = self.raw.raft().raft_log.term(index - 1).ok();
+                    if prev == Some(entry.term) {
+                        self.marked_term = entry.term;
+                    }
                 } else if let Ok(p) = Proposal::decode(&entry.data) {
                     let mine = origin_of(p.id) == self.cfg.id;
                     if let Some(w) = self.waiters.get(&p.id).filter(|_| mine) {

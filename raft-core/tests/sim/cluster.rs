@@ -396,11 +396,12 @@ impl Sim {
         }
     }
 
-    pub(super) fn down_count(&self) -> usize {
+    pub(super) fn down_ids(&self) -> Vec<u64> {
         self.nodes
             .values()
             .filter(|n| matches!(n.state, NodeState::Down(_)))
-            .count()
+            .map(|n| n.id)
+            .collect()
     }
 
     pub(super) fn up_ids(&self) -> Vec<u64> {
@@ -651,7 +652,7 @@ impl Sim {
         );
         self.nodes.get_mut(&id).expect("known").pending = Some(Pending { rd, due });
         if self.faults
-            && self.down_count() < MAX_DOWN
+            && self.down_ids().len() < MAX_DOWN
             && self.rng.chance(self.opts.crash_after_take)
         {
             self.crash(id);

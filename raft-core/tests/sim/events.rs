@@ -50,12 +50,7 @@ impl Sim {
                 .campaign()
                 .map_err(|e| format!("campaign: {e}"))?;
         }
-        let down: Vec<u64> = self
-            .nodes
-            .values()
-            .filter(|n| matches!(n.state, NodeState::Down(_)))
-            .map(|n| n.id)
-            .collect();
+        let down = self.down_ids();
         if down.len() < MAX_DOWN
             && self.rng.chance(o.crash_rate)
             && let Some(id) = self.rng.pick(&self.up_ids())

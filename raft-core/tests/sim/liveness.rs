@@ -4,7 +4,6 @@
 
 use super::checker::members;
 use super::cluster::{MARKER, Sim, is_joint};
-use super::node::NodeState;
 
 /// After healing, the slowest member must apply something new (or the
 /// leader must replicate more) at least this often, in ticks... Generous:
@@ -29,12 +28,7 @@ impl Sim {
                 raw.store_mut().set_snapshot_unavailable(false);
             }
         }
-        let down: Vec<u64> = self
-            .nodes
-            .values()
-            .filter(|n| matches!(n.state, NodeState::Down(_)))
-            .map(|n| n.id)
-            .collect();
+        let down = self.down_ids();
         for id in down {
             self.restart(id);
         }

@@ -247,28 +247,36 @@ fn read_batch(file: &str) -> Result<Vec<(String, Bytes)>, Error> {
     Ok(map.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect())
 }
 
-/// One client per endpoint, without failover (nor leader routing, which needs a choice of
-/// endpoints): for commands about each endpoint.
-fn per_endpoint(g: &Global) -> Vec<(Endpoint, Client)> {
-    g.endpoints
+/// Asks every endpoint at once, each through a client of its own, without failover (nor
+/// leader routing, which needs a choice of endpoints): for commands about each endpoint.
+/// The answers come back in the endpoints' order.
+async fn ask_each<T, F, Fut>(g: &Global, ask: F) -> Vec<(Endpoint, Result<T, Error>)>
+where
+    T: Send + 'static,
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let tasks: Vec<_> = g
+        .endpoints
         .iter()
         .map(|e| {
             let client =
                 Client::new(vec![e.clone()], g.opts.clone()).expect("one endpoint is not empty");
-            (e.clone(), client)
+            (e.clone(), tokio::spawn(ask(client)))
         })
-        .collect()
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (endpoint, task) in tasks {
+        out.push((endpoint, task.await.expect("an endpoint query panicked")));
+    }
+    out
 }
 
 async fn status(g: &Global) -> u8 {
-    let queries = per_endpoint(g)
-        .into_iter()
-        .map(|(e, c)| tokio::spawn(async move { (e, c.state().await) }));
     let mut rows = Vec::new();
     let mut docs = Vec::new();
     let mut failed = false;
-    for q in queries {
-        let (endpoint, result) = q.await.expect("status task panicked");
+    for (endpoint, result) in ask_each(g, |c| async move { c.state().await }).await {
         match result {
             Ok(s) => {
                 docs.push(json!({
@@ -315,14 +323,10 @@ async fn status(g: &Global) -> u8 {
 }
 
 async fn health(g: &Global) -> u8 {
-    let queries = per_endpoint(g)
-        .into_iter()
-        .map(|(e, c)| tokio::spawn(async move { (e, c.health().await) }));
     let mut docs = Vec::new();
     let mut lines = String::new();
     let mut all_healthy = true;
-    for q in queries {
-        let (endpoint, result) = q.await.expect("health task panicked");
+    for (endpoint, result) in ask_each(g, |c| async move { c.health().await }).await {
         match result {
             Ok(h) if h.is_healthy() => {
                 docs.push(
